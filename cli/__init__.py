@@ -1,0 +1,1 @@
+"""The ``xbus`` command: one entry point for every component and task."""

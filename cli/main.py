@@ -1,0 +1,16 @@
+"""The ``xbus`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import run, stack
+
+app = typer.Typer(
+    help="xbus: the city's data exchange bus.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(run.app, name="run")
+app.add_typer(stack.app, name="stack")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,79 @@
+"""``xbus run ...``: run one component of the bus in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from xbus.metrics import serve_metrics
+from xbus.settings import bus_settings
+
+app = typer.Typer(help="Run one component of the bus in the foreground.", no_args_is_help=True)
+
+connector = typer.Typer(help="Run a subscriber connector.", no_args_is_help=True)
+app.add_typer(connector, name="connector")
+
+MetricsPort = Annotated[int, typer.Option(help="Serve /metrics on this port (0: none).")]
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@app.command()
+def engine(
+    metrics_port: MetricsPort = 9102,
+    app_id: Annotated[str, typer.Option(help="Consumer group of the engine workers.")] = "xbus-engine",
+    loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+) -> None:
+    """The policy engine (a Faust worker): applies grants to gov.* and writes deliver.*."""
+    import faust
+
+    from streams.engine import build_app
+
+    serve_metrics(metrics_port)
+    faust_app = build_app(bus_settings(), app_id=app_id)
+    worker = faust.Worker(faust_app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+@connector.command("file")
+def file_connector(
+    subscriber: Annotated[str, typer.Option(help="Whose deliver.<subscriber>.* topics to write.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Folder of the JSON-lines files.")],
+    metrics_port: MetricsPort = 9103,
+) -> None:
+    """The file connector: appends a subscriber's events to <dir>/<dataset>.jsonl."""
+    from consumers.file_sink import FileSink
+
+    serve_metrics(metrics_port)
+    stop = _stop_on_signals()
+
+    def show(dataset: str, event: dict) -> None:  # type: ignore[type-arg]
+        after = event["after"] or event["before"] or {}
+        print(f"{subscriber} received {dataset} {event['op']} "
+              f"{after.get('credit_code', '')} {after.get('name', '')} "
+              f"(event {event['event_id']})", flush=True)
+
+    FileSink(bus_settings(), subscriber, directory).run(stop, on_event=show)
+
+
+@app.command()
+def demo(
+    rate: Annotated[float, typer.Option(help="Licences issued per second.")] = 1.0,
+    count: Annotated[int, typer.Option(help="Stop after this many (0: run until stopped).")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed of the generated data.")] = None,
+    metrics_port: MetricsPort = 9101,
+) -> None:
+    """The demo department: the market regulation bureau publishing new business licences."""
+    from producers.demo import run_demo
+
+    serve_metrics(metrics_port)
+    run_demo(bus_settings(), _stop_on_signals(), rate=rate, count=count, seed=seed)

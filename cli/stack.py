@@ -1,0 +1,174 @@
+"""``xbus stack ...``: the whole local stack without Docker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from deploy.errors import LauncherError
+from deploy.process import ManagedProcess
+from deploy.stack import LocalStack
+
+app = typer.Typer(help="Run the local stack: Kafka, the schema registry and the bus.",
+                  no_args_is_help=True)
+console = Console(highlight=False)
+
+DEMO_SUBSCRIBER = "tax_bureau"
+ENGINE_METRICS = 9102
+CONNECTOR_METRICS = 9103
+DEMO_METRICS = 9101
+
+
+def _fail(error: LauncherError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {error}")
+    return typer.Exit(1)
+
+
+class _Follower:
+    """Prints new lines of some components' logs with a prefix, like ``tail -f``."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[Path, int] = {}
+        self._sources: list[tuple[str, Path, str]] = []
+
+    def add(self, label: str, process: ManagedProcess, style: str) -> None:
+        """Follow ``process``'s log from its current end."""
+        try:
+            self._offsets[process.log_file] = process.log_file.stat().st_size
+        except OSError:
+            self._offsets[process.log_file] = 0
+        self._sources.append((label, process.log_file, style))
+
+    def poll(self) -> None:
+        for label, path, style in self._sources:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    f.seek(self._offsets.get(path, 0))
+                    text = f.read()
+                    self._offsets[path] = f.tell()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                console.print(f"[{style}]{label:>10}[/{style}] {line}")
+
+
+def _delivered_total(port: int) -> float:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1.0).text
+    except httpx.HTTPError:
+        return float("nan")
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        if line.startswith("xbus_events_delivered_total{")
+    )
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Also run the engine, a connector and the demo.")] = True,
+    rate: Annotated[float, typer.Option(help="Demo licences per second.")] = 1.0,
+) -> None:
+    """Start the local stack and keep it running until Ctrl-C, which stops everything."""
+    stack = LocalStack.persistent()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print("starting Kafka and the schema registry...")
+    try:
+        stack.start()
+    except LauncherError as error:
+        raise _fail(error) from None
+    try:
+        follower = _Follower()
+        if demo:
+            out_dir = stack.data_dir / "out" / DEMO_SUBSCRIBER
+            stack.start_component("engine", ["run", "engine", "--metrics-port",
+                                             str(ENGINE_METRICS)], "engine.log")
+            connector = stack.start_component(
+                "file connector",
+                ["run", "connector", "file", "--subscriber", DEMO_SUBSCRIBER, "--dir",
+                 str(out_dir), "--metrics-port", str(CONNECTOR_METRICS)],
+                "connector-file.log",
+            )
+            publisher = stack.start_component(
+                "demo", ["run", "demo", "--rate", str(rate), "--metrics-port",
+                         str(DEMO_METRICS)], "demo.log")
+            follower.add("department", publisher, "cyan")
+            follower.add("subscriber", connector, "green")
+        console.print(Panel.fit("\n".join([
+            "[bold]xbus is up[/bold]",
+            f"Kafka broker     {stack.bootstrap_servers}",
+            f"schema registry  {stack.registry_url}",
+            *([
+                f"engine metrics   http://127.0.0.1:{ENGINE_METRICS}/metrics",
+                f"connector        http://127.0.0.1:{CONNECTOR_METRICS}/metrics",
+                f"demo publisher   http://127.0.0.1:{DEMO_METRICS}/metrics",
+                f"delivered files  {stack.data_dir / 'out' / DEMO_SUBSCRIBER}",
+            ] if demo else []),
+            f"logs             {stack.data_dir}",
+            "Ctrl-C stops everything.",
+        ])))
+        last_report = time.monotonic()
+        while not stop.wait(0.5):
+            follower.poll()
+            for process in stack.components:
+                if not process.running:
+                    console.print(f"[red]{process.name} stopped unexpectedly[/red]; last lines "
+                                  f"of {process.log_file}:\n{process.log_tail()}")
+                    stop.set()
+            if demo and time.monotonic() - last_report > 10:
+                last_report = time.monotonic()
+                console.print(f"[bold]xbus_events_delivered_total[/bold] engine="
+                              f"{_delivered_total(ENGINE_METRICS):.0f} connector="
+                              f"{_delivered_total(CONNECTOR_METRICS):.0f}")
+    finally:
+        console.print("stopping...")
+        stack.stop()
+        console.print("stopped.")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(ctx: typer.Context) -> None:  # noqa: A001
+    """Start a throw-away stack, run the command after ``--`` against it, and stop the stack.
+
+    The command sees XBUS_BOOTSTRAP_SERVERS and XBUS_SCHEMA_REGISTRY_URL; its exit code is ours.
+    """
+    if not ctx.args:
+        raise typer.BadParameter("give the command to run after --, e.g. xbus stack exec -- pytest")
+    stack = LocalStack.ephemeral()
+    console.print(f"starting a test stack in {stack.data_dir}...")
+    try:
+        stack.start()
+    except LauncherError as error:
+        stack.remove_data()
+        raise _fail(error) from None
+    console.print(f"Kafka on {stack.bootstrap_servers}, registry on {stack.registry_url}")
+    # Ctrl-C reaches the command (same process group); we wait for it, then clean up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = subprocess.call(ctx.args, env={**os.environ, **stack.client_env()})
+    finally:
+        stack.stop()
+        stack.remove_data()
+    raise typer.Exit(code)
+
+
+@app.command()
+def down() -> None:
+    """Stop whatever a killed ``xbus stack up`` left running."""
+    stack = LocalStack.persistent()
+    run_dir = stack.data_dir / "run"
+    for pid_file in sorted(run_dir.glob("*.pid")) if run_dir.exists() else []:
+        ManagedProcess(pid_file.stem, [], log_file=Path(os.devnull),
+                       pid_file=pid_file).stop_leftover()
+    console.print("nothing of the local stack is running.")

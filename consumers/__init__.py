@@ -1,0 +1,1 @@
+"""Subscriber connectors: what carries each subscriber's topics to where it wants them."""

@@ -1,0 +1,132 @@
+"""The local stack: broker and registry, and for ``make run`` the engine, a connector and the
+demo department, each a child process stopped in reverse order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from deploy.kafka import KafkaConfig, LocalKafka
+from deploy.process import ManagedProcess, free_port
+from deploy.registry import LocalRegistry, RegistryConfig
+from xbus.settings import REPO_ROOT
+
+
+class StackSettings(BaseSettings):
+    """Ports, folders and limits of the local stack (environment prefix ``XBUS_STACK_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="XBUS_STACK_", extra="ignore")
+
+    home: Path = REPO_ROOT / ".xbus"
+    cache_dir: Path | None = None
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    registry_port: int = 8081
+    registry_management_port: int = 8091
+    kafka_heap: str = "768m"
+    start_timeout: float = 120.0
+
+    @property
+    def cache(self) -> Path:
+        """Where fetched jars are kept (shared by every data dir)."""
+        return self.cache_dir or self.home / "cache"
+
+
+@dataclass
+class LocalStack:
+    """A Kafka broker and a schema registry on loopback, plus any components started on them."""
+
+    settings: StackSettings
+    data_dir: Path
+    kafka: LocalKafka = field(init=False)
+    registry: LocalRegistry = field(init=False)
+    components: list[ManagedProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        run_dir = self.data_dir / "run"
+        self.kafka = LocalKafka(KafkaConfig(
+            host=s.host, port=s.kafka_port, controller_port=s.controller_port,
+            data_dir=self.data_dir / "kafka", cache_dir=s.cache, run_dir=run_dir,
+            heap=s.kafka_heap, start_timeout=s.start_timeout,
+        ))
+        self.registry = LocalRegistry(RegistryConfig(
+            bootstrap_servers=self.kafka.config.bootstrap_servers, host=s.host,
+            port=s.registry_port, management_port=s.registry_management_port,
+            cache_dir=s.cache, run_dir=run_dir, log_dir=self.data_dir / "registry",
+            start_timeout=s.start_timeout,
+        ))
+
+    @classmethod
+    def persistent(cls, settings: StackSettings | None = None) -> LocalStack:
+        """The stack of ``make run``: fixed ports, data kept in ``<home>/data`` across runs."""
+        settings = settings or StackSettings()
+        return cls(settings, settings.home / "data")
+
+    @classmethod
+    def ephemeral(cls, settings: StackSettings | None = None) -> LocalStack:
+        """A throw-away stack on free ports with a fresh data dir (for tests); the jar cache
+        is shared."""
+        settings = (settings or StackSettings()).model_copy(update={
+            "kafka_port": free_port(), "controller_port": free_port(),
+            "registry_port": free_port(), "registry_management_port": free_port(),
+        })
+        return cls(settings, Path(tempfile.mkdtemp(prefix="xbus-stack-")))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker's address."""
+        return self.kafka.config.bootstrap_servers
+
+    @property
+    def registry_url(self) -> str:
+        """The registry's Confluent-API URL."""
+        return self.registry.config.url
+
+    def client_env(self) -> dict[str, str]:
+        """The environment that points xbus components and tests at this stack."""
+        return {
+            "XBUS_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "XBUS_SCHEMA_REGISTRY_URL": self.registry_url,
+        }
+
+    def start(self) -> None:
+        """Start the broker, then the registry; if the registry fails, the broker is stopped."""
+        self.kafka.start()
+        try:
+            self.registry.start()
+        except BaseException:
+            self.kafka.stop()
+            raise
+
+    def start_component(self, name: str, args: list[str], log_name: str) -> ManagedProcess:
+        """Start ``xbus <args>`` against this stack, its output in ``<data>/logs/<log_name>``."""
+        process = ManagedProcess(
+            name, [sys.executable, "-m", "cli.main", *args],
+            log_file=self.data_dir / "logs" / log_name,
+            pid_file=self.data_dir / "run" / f"{log_name}.pid",
+            env={**os.environ, **self.client_env(), "PYTHONUNBUFFERED": "1"},
+            cwd=REPO_ROOT,
+        )
+        process.start()
+        self.components.append(process)
+        return process
+
+    def stop(self) -> None:
+        """Stop the components (last started first), the registry, then the broker."""
+        for process in reversed(self.components):
+            process.stop(timeout=20)
+        self.components.clear()
+        self.registry.stop()
+        self.kafka.stop()
+
+    def remove_data(self) -> None:
+        """Delete the data dir (for ephemeral stacks)."""
+        shutil.rmtree(self.data_dir, ignore_errors=True)

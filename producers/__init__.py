@@ -1,0 +1,1 @@
+"""What departments use to publish change events: the producer SDK and the demo department."""

@@ -1,0 +1,65 @@
+"""Chinese identifiers with their check characters: resident identity numbers
+(GB 11643) and unified social credit codes (GB 32100, with the GB 11714 organisation code
+inside)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+_USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+_ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def resident_id_check(first17: str) -> str:
+    """The check character of an 18-digit resident identity number."""
+    total = sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11]
+
+
+def resident_id(region: str, birth: dt.date, sequence: int) -> str:
+    """A resident identity number for a person born on ``birth`` in ``region`` (6 digits)."""
+    body = f"{region}{birth:%Y%m%d}{sequence % 1000:03d}"
+    return body + resident_id_check(body)
+
+
+def is_valid_resident_id(number: str) -> bool:
+    """Whether ``number`` is 18 characters with a correct check character."""
+    return (
+        len(number) == 18
+        and number[:17].isdigit()
+        and resident_id_check(number[:17]) == number[17].upper()
+    )
+
+
+def organisation_code_check(first8: str) -> str:
+    """The check character of a GB 11714 organisation code."""
+    total = sum(_USCC_CHARS.index(c) * w for c, w in zip(first8, _ORG_WEIGHTS, strict=True))
+    check = 11 - total % 11
+    return {10: "X", 11: "0"}.get(check, str(check))
+
+
+def credit_code_check(first17: str) -> str:
+    """The check character of an 18-character unified social credit code."""
+    total = sum(_USCC_CHARS.index(c) * w for c, w in zip(first17, _USCC_WEIGHTS, strict=True))
+    return _USCC_CHARS[(31 - total % 31) % 31]
+
+
+def credit_code(region: str, serial: int, *, authority: str = "9", kind: str = "1") -> str:
+    """A unified social credit code of an enterprise (authority 9 = market regulation,
+    kind 1 = enterprise) registered in ``region``."""
+    org8 = f"{serial % 10**8:08d}"
+    body = f"{authority}{kind}{region}{org8}{organisation_code_check(org8)}"
+    return body + credit_code_check(body)
+
+
+def is_valid_credit_code(code: str) -> bool:
+    """Whether ``code`` is 18 characters from the code's alphabet with a correct check character."""
+    return (
+        len(code) == 18
+        and all(c in _USCC_CHARS for c in code)
+        and credit_code_check(code[:17]) == code[17]
+    )

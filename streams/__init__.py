@@ -1,0 +1,1 @@
+"""The policy engine: applies grants to change events and writes each subscriber's topics."""
