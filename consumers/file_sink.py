@@ -69,6 +69,8 @@ class FileSink:
             event = self._decode(message.value(), value_context(topic))
             self._file(dataset).write(to_json(event) + "\n")
             written.append((dataset, event))
+        if not written:
+            return
         for f in self._files.values():
             f.flush()
             os.fsync(f.fileno())

@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both install what is missing
+# (a virtualenv with xbus and its dependencies; Kafka and the registry jars on first start).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: install run test unit lint down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "xbus needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \
+	       "Set PYTHON=/path/to/python3.11 or install it."; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# The whole local stack with the demo; Ctrl-C stops everything it started.
+run: install
+	$(BIN)/xbus stack up
+
+# A throw-away broker and registry on free ports, the whole suite against them, then stop.
+test: install
+	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy xbus producers streams consumers deploy cli
+
+# Stop what a killed `make run` left behind.
+down: install
+	$(BIN)/xbus stack down
+
+clean:
+	rm -rf $(VENV) .xbus

@@ -1,0 +1,136 @@
+"""Session fixtures: a real Kafka broker and schema registry for the tests that need them.
+
+Where they come from, in order: the addresses in XBUS_BOOTSTRAP_SERVERS and
+XBUS_SCHEMA_REGISTRY_URL (``make test`` starts the launcher and sets them); else containers,
+where a Docker engine answers; else the launcher, started here. When none works, a test that
+needs the broker is skipped, or fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from xbus.settings import BusSettings
+
+
+@dataclass(frozen=True)
+class Bus:
+    """A reachable broker and registry, and where they came from."""
+
+    settings: BusSettings
+    origin: str
+
+    def env(self) -> dict[str, str]:
+        """The environment of a component process that should use this bus."""
+        return {
+            **os.environ,
+            "XBUS_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
+            "XBUS_SCHEMA_REGISTRY_URL": self.settings.schema_registry_url,
+        }
+
+
+_ORIGIN: list[str] = []
+
+
+def _reachable(settings: BusSettings) -> str | None:
+    """None if broker and registry answer, else what did not."""
+    try:
+        metadata = AdminClient(settings.kafka_config()).list_topics(timeout=10)
+        if not metadata.brokers:
+            return f"no broker answers on {settings.bootstrap_servers}"
+    except Exception as exc:
+        return f"no broker answers on {settings.bootstrap_servers}: {exc}"
+    try:
+        httpx.get(f"{settings.schema_registry_url}/subjects", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        return f"no schema registry answers on {settings.schema_registry_url}: {exc}"
+    return None
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _from_containers() -> Iterator[Bus]:
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka:
+        registry = (
+            DockerContainer("apicurio/apicurio-registry:3.0.9").with_exposed_ports(8080)
+        )
+        with registry:
+            wait_for_logs(registry, "Installed features", timeout=120)
+            url = (f"http://{registry.get_container_host_ip()}:"
+                   f"{registry.get_exposed_port(8080)}/apis/ccompat/v7")
+            yield Bus(BusSettings(bootstrap_servers=kafka.get_bootstrap_server(),
+                                  schema_registry_url=url), "containers")
+
+
+def _from_launcher() -> Iterator[Bus]:
+    from deploy.stack import LocalStack
+
+    stack = LocalStack.ephemeral()
+    stack.start()
+    try:
+        yield Bus(BusSettings(bootstrap_servers=stack.bootstrap_servers,
+                              schema_registry_url=stack.registry_url), "launcher (fixture)")
+    finally:
+        stack.stop()
+        stack.remove_data()
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the tests need a Kafka broker and a schema registry: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def bus() -> Iterator[Bus]:
+    """The broker and registry every integration test runs against."""
+    if os.environ.get("XBUS_BOOTSTRAP_SERVERS"):
+        settings = BusSettings()
+        problem = _reachable(settings)
+        if problem:
+            _missing(problem)
+        _ORIGIN.append(f"from the environment: {settings.bootstrap_servers}")
+        yield Bus(settings, "environment")
+        return
+    source = _from_containers if _docker_answers() else _from_launcher
+    try:
+        generator = source()
+        found = next(generator)
+    except Exception as exc:
+        _missing(f"could not start a broker and registry ({source.__name__}): {exc}")
+        return
+    _ORIGIN.append(f"{found.origin}: {found.settings.bootstrap_servers}")
+    yield found
+    generator.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    servers = os.environ.get("XBUS_BOOTSTRAP_SERVERS")
+    registry = os.environ.get("XBUS_SCHEMA_REGISTRY_URL")
+    if servers:
+        return [f"xbus: real Kafka broker at {servers}, schema registry at {registry}"]
+    return ["xbus: broker and registry started by the session fixture when first needed"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for origin in _ORIGIN:
+        terminalreporter.write_line(f"xbus integration tests ran against a real broker, {origin}")

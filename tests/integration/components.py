@@ -1,0 +1,54 @@
+"""Running xbus components as the real processes ``xbus run ...`` starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from deploy.process import free_port
+from tests.conftest import Bus
+
+T = TypeVar("T")
+
+
+@contextmanager
+def component(bus: Bus, log_dir: Path, name: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``xbus run <args>`` against ``bus``, stopped with SIGTERM afterwards; its output lands
+    in ``log_dir/<name>.log`` and is shown if the test fails."""
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "cli.main", "run", *args],
+                                   stdout=log, stderr=subprocess.STDOUT, env=bus.env())
+    try:
+        yield process
+    except BaseException:
+        print(f"--- {name} log ---\n{log_path.read_text(errors='replace')[-4000:]}")
+        raise
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def metrics_port() -> int:
+    """A free port for a component's /metrics."""
+    return free_port()

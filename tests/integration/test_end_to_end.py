@@ -1,0 +1,102 @@
+"""One business licence from the department's publisher, through the policy engine, into the
+tax bureau's file: the real broker, registry, engine and connector processes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from producers.demodata import DemoData
+from producers.publisher import Publisher
+from streams.grant import TAX_BUREAU_LICENCES
+from tests.conftest import Bus
+from tests.integration.components import component, metrics_port, wait_for
+from xbus.envelope import Op
+
+pytestmark = pytest.mark.broker
+
+FIELDS_WITHHELD = sorted(
+    {"legal_representative_id", "contact_phone", "business_scope", "status", "issued_at"}
+)
+
+
+def _lines_with(path: Path, event_id: str) -> list[dict]:  # type: ignore[type-arg]
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if event_id in line]
+
+
+def test_a_published_licence_reaches_the_tax_bureau_projected(bus: Bus, tmp_path: Path) -> None:
+    licence = DemoData(seed=7).business_licence()
+    with Publisher("market_regulation", system="e2e-test", settings=bus.settings) as publisher:
+        event_id = publisher.publish("business_licence", Op.CREATE, after=licence)
+
+    out = tmp_path / "out"
+    engine_metrics = metrics_port()
+    with (
+        component(bus, tmp_path, "engine", "engine", "--loglevel", "info",
+                  "--app-id", f"e2e-{uuid.uuid4().hex[:8]}",
+                  "--metrics-port", str(engine_metrics)),
+        component(bus, tmp_path, "connector", "connector", "file", "--subscriber", "tax_bureau",
+                  "--dir", str(out), "--metrics-port", str(metrics_port())),
+    ):
+        target = out / "business_licence.jsonl"
+        [received] = wait_for(lambda: _lines_with(target, event_id), 90,
+                              f"event {event_id} in {target}")
+        metrics = httpx.get(f"http://127.0.0.1:{engine_metrics}/metrics").text
+
+    assert received["op"] == "CREATE"
+    assert received["before"] is None
+    assert sorted(received["after"]) == sorted(TAX_BUREAU_LICENCES.fields)
+    assert received["after"]["credit_code"] == licence["credit_code"]
+    assert received["after"]["registered_capital"] == str(licence["registered_capital"])
+    assert received["after"]["established_on"] == licence["established_on"].isoformat()
+    raw_line = target.read_text(encoding="utf-8")
+    assert licence["legal_representative_id"] not in raw_line
+    for name in FIELDS_WITHHELD:
+        assert name not in received["after"]
+    delivered = [line for line in metrics.splitlines()
+                 if line.startswith('xbus_events_delivered_total{connector="topic"')]
+    assert delivered and float(delivered[0].rsplit(" ", 1)[1]) >= 1
+
+
+def test_a_plain_avro_consumer_decodes_the_subscriber_topic(bus: Bus, tmp_path: Path) -> None:
+    """What the engine writes decodes with stock confluent-kafka tools and the registry URL."""
+    licence = DemoData(seed=11).business_licence()
+    with Publisher("market_regulation", system="e2e-test", settings=bus.settings) as publisher:
+        event_id = publisher.publish("business_licence", Op.CREATE, after=licence)
+
+    consumer = Consumer({"bootstrap.servers": bus.settings.bootstrap_servers,
+                         "group.id": f"plain-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([TAX_BUREAU_LICENCES.topic])
+    decode = AvroDeserializer(SchemaRegistryClient({"url": bus.settings.schema_registry_url}))
+    context = SerializationContext(TAX_BUREAU_LICENCES.topic, MessageField.VALUE)
+
+    def find() -> tuple[bytes, dict] | None:  # type: ignore[type-arg]
+        for message in consumer.consume(100, timeout=0.5):
+            if message.error() or message.value() is None:
+                continue
+            event = decode(message.value(), context)
+            if str(event["event_id"]) == event_id:
+                return message.key(), event
+        return None
+
+    try:
+        with component(bus, tmp_path, "engine", "engine", "--loglevel", "info", "--app-id",
+                       f"plain-{uuid.uuid4().hex[:8]}", "--metrics-port", "0"):
+            key, event = wait_for(find, 90, f"event {event_id} on {TAX_BUREAU_LICENCES.topic}")
+    finally:
+        consumer.close()
+
+    assert key == licence["credit_code"].encode()
+    assert event["after"]["name"] == licence["name"]
+    assert "legal_representative_id" not in event["after"]

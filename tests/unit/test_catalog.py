@@ -1,0 +1,78 @@
+import json
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from xbus.catalog import Catalog, load_dataset
+from xbus.envelope import Op, change_event, envelope_schema
+from xbus.errors import CatalogError
+from xbus.settings import REPO_ROOT
+
+
+def _write(tmp_path: Path, schema: dict) -> Path:  # type: ignore[type-arg]
+    path = tmp_path / "health" / "clinic.avsc"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(schema))
+    return path
+
+
+def _schema(**overrides: object) -> dict:  # type: ignore[type-arg]
+    return {
+        "type": "record", "name": "Clinic", "xbus.department": "health",
+        "xbus.business_key": ["id"], "xbus.sharing": "unconditional",
+        "fields": [{"name": "id", "type": "string", "classification": "public"}],
+        **overrides,
+    }
+
+
+def test_the_repository_catalog_loads_and_its_envelopes_are_valid_avro() -> None:
+    catalog = Catalog.load(REPO_ROOT / "schemas")
+    assert len(catalog) >= 1
+    for dataset in catalog:
+        fastavro.parse_schema(envelope_schema(dataset.schema))
+
+
+def test_an_unclassified_field_is_named_in_the_error(tmp_path: Path) -> None:
+    schema = _schema(fields=[{"name": "id", "type": "string", "classification": "public"},
+                             {"name": "doctor", "type": "string"}])
+    path = _write(tmp_path, schema)
+    with pytest.raises(CatalogError, match=r"clinic\.avsc.*'doctor' needs a classification"):
+        load_dataset(path)
+
+
+def test_a_department_mismatch_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, _schema(**{"xbus.department": "tax"}))
+    with pytest.raises(CatalogError, match="xbus.department is 'tax'"):
+        load_dataset(path)
+
+
+def test_broken_json_reports_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "health" / "clinic.avsc"
+    path.parent.mkdir()
+    path.write_text('{\n  "type": "record",\n  "name": }')
+    with pytest.raises(CatalogError, match=r"clinic\.avsc:3:"):
+        load_dataset(path)
+
+
+def test_an_unknown_dataset_lists_the_known_ones() -> None:
+    catalog = Catalog.load(REPO_ROOT / "schemas")
+    with pytest.raises(CatalogError, match="known: .*market_regulation.business_licence"):
+        catalog.get("market_regulation", "no_such_dataset")
+
+
+def test_a_change_event_round_trips_through_the_envelope_schema(tmp_path: Path) -> None:
+    dataset = load_dataset(_write(tmp_path, _schema()))
+    schema = fastavro.parse_schema(envelope_schema(dataset.schema))
+    event = change_event(department="health", dataset="clinic", op=Op.DELETE,
+                         after=None, before={"id": "c-1"}, system="test")
+    import io
+
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, schema, event)
+    buffer.seek(0)
+    decoded = fastavro.schemaless_reader(buffer, schema)
+    assert decoded["op"] == "DELETE"
+    assert decoded["before"] == {"id": "c-1"}
+    assert decoded["after"] is None
+    assert str(decoded["event_id"]) == event["event_id"]
