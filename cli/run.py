@@ -38,7 +38,7 @@ def engine(
 
     from streams.engine import build_app
 
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, bus_settings().metrics_host)
     faust_app = build_app(bus_settings(), app_id=app_id)
     worker = faust.Worker(faust_app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
@@ -53,7 +53,7 @@ def file_connector(
     """The file connector: appends a subscriber's events to <dir>/<dataset>.jsonl."""
     from consumers.file_sink import FileSink
 
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, bus_settings().metrics_host)
     stop = _stop_on_signals()
 
     def show(dataset: str, event: dict) -> None:  # type: ignore[type-arg]
@@ -75,5 +75,5 @@ def demo(
     """The demo department: the market regulation bureau publishing new business licences."""
     from producers.demo import run_demo
 
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, bus_settings().metrics_host)
     run_demo(bus_settings(), _stop_on_signals(), rate=rate, count=count, seed=seed)

@@ -7,6 +7,7 @@ and the agent finishes only after Kafka acknowledged every write it made for the
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 import faust
@@ -54,6 +55,16 @@ class PolicyEngine:
         ]
 
 
+def _credentials(settings: BusSettings) -> faust.SASLCredentials | None:
+    """Faust's form of the bus's SASL settings (the same ones librdkafka clients get)."""
+    if not settings.sasl_mechanism:
+        return None
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    ssl_context = ssl.create_default_context() if settings.security_protocol == "SASL_SSL" else None
+    return faust.SASLCredentials(username=settings.sasl_username, password=password,
+                                 mechanism=settings.sasl_mechanism, ssl_context=ssl_context)
+
+
 def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App:
     """The Faust app of one engine worker; run it with ``faust.Worker(app).execute_from_commandline()``."""
     engine = PolicyEngine(settings)
@@ -63,7 +74,8 @@ def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App
     ensure_topics(settings, {t: 3 for t in source_topics} | {g.topic: 3 for g in engine.grants})
     app = faust.App(
         app_id,
-        broker=f"kafka://{settings.bootstrap_servers}",
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
         store="memory://",
         web_enabled=False,
         consumer_auto_offset_reset="earliest",

@@ -24,6 +24,7 @@ class BusSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     schemas_dir: Path = Field(default=REPO_ROOT / "schemas")
+    metrics_host: str = "127.0.0.1"
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """The librdkafka configuration for a client of this cluster, with ``overrides`` on top."""
