@@ -30,7 +30,9 @@ def _stop_on_signals() -> threading.Event:
 @app.command()
 def engine(
     metrics_port: MetricsPort = 9102,
-    app_id: Annotated[str, typer.Option(help="Consumer group of the engine workers.")] = "xbus-engine",
+    app_id: Annotated[
+        str, typer.Option(help="Consumer group of the engine workers.")
+    ] = "xbus-engine",
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
 ) -> None:
     """The policy engine (a Faust worker): applies grants to gov.* and writes deliver.*."""
@@ -58,9 +60,12 @@ def file_connector(
 
     def show(dataset: str, event: dict) -> None:  # type: ignore[type-arg]
         after = event["after"] or event["before"] or {}
-        print(f"{subscriber} received {dataset} {event['op']} "
-              f"{after.get('credit_code', '')} {after.get('name', '')} "
-              f"(event {event['event_id']})", flush=True)
+        print(
+            f"{subscriber} received {dataset} {event['op']} "
+            f"{after.get('credit_code', '')} {after.get('name', '')} "
+            f"(event {event['event_id']})",
+            flush=True,
+        )
 
     FileSink(bus_settings(), subscriber, directory).run(stop, on_event=show)
 

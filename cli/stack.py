@@ -19,8 +19,9 @@ from deploy.errors import LauncherError
 from deploy.process import ManagedProcess
 from deploy.stack import LocalStack
 
-app = typer.Typer(help="Run the local stack: Kafka, the schema registry and the bus.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Run the local stack: Kafka, the schema registry and the bus.", no_args_is_help=True
+)
 console = Console(highlight=False)
 
 DEMO_SUBSCRIBER = "tax_bureau"
@@ -68,14 +69,17 @@ def _delivered_total(port: int) -> float:
     except httpx.HTTPError:
         return float("nan")
     return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
         if line.startswith("xbus_events_delivered_total{")
     )
 
 
 @app.command()
 def up(
-    demo: Annotated[bool, typer.Option(help="Also run the engine, a connector and the demo.")] = True,
+    demo: Annotated[
+        bool, typer.Option(help="Also run the engine, a connector and the demo.")
+    ] = True,
     rate: Annotated[float, typer.Option(help="Demo licences per second.")] = 1.0,
 ) -> None:
     """Start the local stack and keep it running until Ctrl-C, which stops everything."""
@@ -92,45 +96,71 @@ def up(
         follower = _Follower()
         if demo:
             out_dir = stack.data_dir / "out" / DEMO_SUBSCRIBER
-            stack.start_component("engine", ["run", "engine", "--metrics-port",
-                                             str(ENGINE_METRICS)], "engine.log")
+            stack.start_component(
+                "engine", ["run", "engine", "--metrics-port", str(ENGINE_METRICS)], "engine.log"
+            )
             connector = stack.start_component(
                 "file connector",
-                ["run", "connector", "file", "--subscriber", DEMO_SUBSCRIBER, "--dir",
-                 str(out_dir), "--metrics-port", str(CONNECTOR_METRICS)],
+                [
+                    "run",
+                    "connector",
+                    "file",
+                    "--subscriber",
+                    DEMO_SUBSCRIBER,
+                    "--dir",
+                    str(out_dir),
+                    "--metrics-port",
+                    str(CONNECTOR_METRICS),
+                ],
                 "connector-file.log",
             )
             publisher = stack.start_component(
-                "demo", ["run", "demo", "--rate", str(rate), "--metrics-port",
-                         str(DEMO_METRICS)], "demo.log")
+                "demo",
+                ["run", "demo", "--rate", str(rate), "--metrics-port", str(DEMO_METRICS)],
+                "demo.log",
+            )
             follower.add("department", publisher, "cyan")
             follower.add("subscriber", connector, "green")
-        console.print(Panel.fit("\n".join([
-            "[bold]xbus is up[/bold]",
-            f"Kafka broker     {stack.bootstrap_servers}",
-            f"schema registry  {stack.registry_url}",
-            *([
-                f"engine metrics   http://127.0.0.1:{ENGINE_METRICS}/metrics",
-                f"connector        http://127.0.0.1:{CONNECTOR_METRICS}/metrics",
-                f"demo publisher   http://127.0.0.1:{DEMO_METRICS}/metrics",
-                f"delivered files  {stack.data_dir / 'out' / DEMO_SUBSCRIBER}",
-            ] if demo else []),
-            f"logs             {stack.data_dir}",
-            "Ctrl-C stops everything.",
-        ])))
+        console.print(
+            Panel.fit(
+                "\n".join(
+                    [
+                        "[bold]xbus is up[/bold]",
+                        f"Kafka broker     {stack.bootstrap_servers}",
+                        f"schema registry  {stack.registry_url}",
+                        *(
+                            [
+                                f"engine metrics   http://127.0.0.1:{ENGINE_METRICS}/metrics",
+                                f"connector        http://127.0.0.1:{CONNECTOR_METRICS}/metrics",
+                                f"demo publisher   http://127.0.0.1:{DEMO_METRICS}/metrics",
+                                f"delivered files  {stack.data_dir / 'out' / DEMO_SUBSCRIBER}",
+                            ]
+                            if demo
+                            else []
+                        ),
+                        f"logs             {stack.data_dir}",
+                        "Ctrl-C stops everything.",
+                    ]
+                )
+            )
+        )
         last_report = time.monotonic()
         while not stop.wait(0.5):
             follower.poll()
             for process in stack.components:
                 if not process.running:
-                    console.print(f"[red]{process.name} stopped unexpectedly[/red]; last lines "
-                                  f"of {process.log_file}:\n{process.log_tail()}")
+                    console.print(
+                        f"[red]{process.name} stopped unexpectedly[/red]; last lines "
+                        f"of {process.log_file}:\n{process.log_tail()}"
+                    )
                     stop.set()
             if demo and time.monotonic() - last_report > 10:
                 last_report = time.monotonic()
-                console.print(f"[bold]xbus_events_delivered_total[/bold] engine="
-                              f"{_delivered_total(ENGINE_METRICS):.0f} connector="
-                              f"{_delivered_total(CONNECTOR_METRICS):.0f}")
+                console.print(
+                    f"[bold]xbus_events_delivered_total[/bold] engine="
+                    f"{_delivered_total(ENGINE_METRICS):.0f} connector="
+                    f"{_delivered_total(CONNECTOR_METRICS):.0f}"
+                )
     finally:
         console.print("stopping...")
         stack.stop()
@@ -169,6 +199,7 @@ def down() -> None:
     stack = LocalStack.persistent()
     run_dir = stack.data_dir / "run"
     for pid_file in sorted(run_dir.glob("*.pid")) if run_dir.exists() else []:
-        ManagedProcess(pid_file.stem, [], log_file=Path(os.devnull),
-                       pid_file=pid_file).stop_leftover()
+        ManagedProcess(
+            pid_file.stem, [], log_file=Path(os.devnull), pid_file=pid_file
+        ).stop_leftover()
     console.print("nothing of the local stack is running.")

@@ -17,7 +17,7 @@ from typing import IO, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from xbus.metrics import END_TO_END_LATENCY, EVENTS_DELIVERED
-from xbus.serde import event_deserializer, registry_client, value_context
+from xbus.serde import EventDeserializer, registry_client, value_context
 from xbus.settings import BusSettings
 from xbus.topics import DELIVERY_PREFIX, parse_delivery_topic
 from xbus.values import to_json
@@ -26,13 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class FileSink:
-    """Consumes ``deliver.<subscriber>.*`` and appends each event to ``<directory>/<dataset>.jsonl``."""
+    """Consumes ``deliver.<subscriber>.*`` and appends each event to
+    ``<directory>/<dataset>.jsonl``."""
 
     def __init__(self, settings: BusSettings, subscriber: str, directory: Path) -> None:
         self.subscriber = subscriber
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._decode = event_deserializer(registry_client(settings))
+        self._decode = EventDeserializer(registry_client(settings))
         self._consumer = Consumer(
             settings.consumer_config(
                 f"xbus-file-{subscriber}", **{"topic.metadata.refresh.interval.ms": 5000}
@@ -64,9 +65,18 @@ class FileSink:
                 if error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                     log.warning("consumer: %s", error)
                 continue
-            topic = message.topic()
+            topic, value = message.topic() or "", message.value()
             _, dataset = parse_delivery_topic(topic)
-            event = self._decode(message.value(), value_context(topic))
+            if value is None:
+                # The engine never writes tombstones; one from elsewhere carries nothing to keep.
+                log.warning(
+                    "skipping an empty message at %s[%s]@%s",
+                    topic,
+                    message.partition(),
+                    message.offset(),
+                )
+                continue
+            event = self._decode(value, value_context(topic))
             self._file(dataset).write(to_json(event) + "\n")
             written.append((dataset, event))
         if not written:

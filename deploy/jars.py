@@ -41,8 +41,9 @@ def require_tools() -> None:
 
 
 def _mvn(args: list[str], what: str) -> None:
-    result = subprocess.run(["mvn", "-B", "-q", "--strict-checksums", *args],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mvn", "-B", "-q", "--strict-checksums", *args], capture_output=True, text=True
+    )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise LauncherError(
@@ -79,12 +80,27 @@ def resolve_artifacts(
     repo = [f"-Dmaven.repo.local={cache_dir / ('m2-' + name)}"] if stand_in_parents else []
     try:
         for parent in stand_in_parents:
-            _mvn([*repo, "org.apache.maven.plugins:maven-install-plugin:3.1.3:install-file",
-                  f"-Dfile={parent}", f"-DpomFile={parent}"], f"install {parent}")
-        _mvn([*repo, "-f", str(pom), "dependency:copy-dependencies",
-              f"-DoutputDirectory={partial}", "-DincludeScope=runtime",
-              f"-DexcludeTransitive={str(exclude_transitive).lower()}"],
-             f"fetch the artifacts of {pom}")
+            _mvn(
+                [
+                    *repo,
+                    "org.apache.maven.plugins:maven-install-plugin:3.1.3:install-file",
+                    f"-Dfile={parent}",
+                    f"-DpomFile={parent}",
+                ],
+                f"install {parent}",
+            )
+        _mvn(
+            [
+                *repo,
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={partial}",
+                "-DincludeScope=runtime",
+                f"-DexcludeTransitive={str(exclude_transitive).lower()}",
+            ],
+            f"fetch the artifacts of {pom}",
+        )
         for archive in sorted(partial.glob("*.tar.gz")):
             with tarfile.open(archive) as tar:
                 tar.extractall(partial, filter="data")

@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
@@ -89,7 +90,10 @@ class LocalKafka:
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
             f"-Dkafka.logs.dir={self._log_dir}",
-            "-cp", f"{jars}/*", main, *args,
+            "-cp",
+            f"{jars}/*",
+            main,
+            *args,
         ]
         return argv
 
@@ -105,9 +109,18 @@ class LocalKafka:
                 "data dir."
             )
         result = subprocess.run(
-            self._java(jars, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                       "-t", _cluster_id(), "-c", str(self._properties)),
-            capture_output=True, text=True,
+            self._java(
+                jars,
+                "kafka.tools.StorageTool",
+                "format",
+                "--ignore-formatted",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(self._properties),
+            ),
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise LauncherError(f"formatting {log_dir} failed:\n{result.stdout}{result.stderr}")
@@ -117,20 +130,25 @@ class LocalKafka:
         c = self.config
         jars = resolve_artifacts(KAFKA_POM, c.cache_dir.resolve(), "kafka")
         self.process = ManagedProcess(
-            "kafka", self._java(jars, "kafka.Kafka", str(self._properties), heap=c.heap),
-            log_file=self._log_dir / "stdout.log", pid_file=self._pid_file
+            "kafka",
+            self._java(jars, "kafka.Kafka", str(self._properties), heap=c.heap),
+            log_file=self._log_dir / "stdout.log",
+            pid_file=self._pid_file,
         )
         self.process.stop_leftover()
         check_port_free(c.host, c.port, "the Kafka broker", "XBUS_STACK_KAFKA_PORT")
-        check_port_free(c.host, c.controller_port, "the KRaft controller",
-                        "XBUS_STACK_CONTROLLER_PORT")
+        check_port_free(
+            c.host, c.controller_port, "the KRaft controller", "XBUS_STACK_CONTROLLER_PORT"
+        )
         c.data_dir.mkdir(parents=True, exist_ok=True)
         self._properties.write_text(server_properties(c))
         self._format(jars)
         self.process.start()
-        admin = AdminClient({"bootstrap.servers": c.bootstrap_servers, "logger": _quiet})
-        self.process.wait_until(lambda: _answers(admin), c.start_timeout,
-                                f"answering on {c.bootstrap_servers}")
+        probe: dict[str, Any] = {"bootstrap.servers": c.bootstrap_servers, "logger": _quiet}
+        admin = AdminClient(probe)
+        self.process.wait_until(
+            lambda: _answers(admin), c.start_timeout, f"answering on {c.bootstrap_servers}"
+        )
 
     def stop(self) -> None:
         """Stop the broker cleanly (a controlled shutdown takes a few seconds)."""

@@ -4,6 +4,7 @@ SIGTERM if it dies), recorded in pid files, and stopped with SIGTERM then SIGKIL
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -19,10 +20,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    try:
+    # Not on Linux: the supervisor's own shutdown still stops its children.
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the supervisor's own shutdown still stops its children
-        pass
 
 
 def check_port_free(host: str, port: int, what: str, setting: str) -> None:
@@ -69,8 +69,14 @@ class ManagedProcess:
     """One child process of the stack, with its log file and pid file."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], *, log_file: Path, pid_file: Path,
-        env: dict[str, str] | None = None, cwd: Path | None = None,
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_file: Path,
+        pid_file: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -103,8 +109,14 @@ class ManagedProcess:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=_die_with_parent,
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         self.pid_file.write_text(str(self.process.pid))
 
@@ -165,7 +177,5 @@ def _terminate_pid(pid: int, timeout: float) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -49,12 +49,20 @@ class LocalRegistry:
     def start(self) -> None:
         """Start the registry and wait until its Confluent API answers."""
         c = self.config
-        app = resolve_artifacts(REGISTRY_POM, c.cache_dir.resolve(), "apicurio-registry",
-                                stand_in_parents=[STAND_IN_PARENT], exclude_transitive=True)
+        app = resolve_artifacts(
+            REGISTRY_POM,
+            c.cache_dir.resolve(),
+            "apicurio-registry",
+            stand_in_parents=[STAND_IN_PARENT],
+            exclude_transitive=True,
+        )
         runner = next(app.glob("apicurio-registry-app-*-runner.jar"))
         pid_file = c.run_dir.resolve() / f"registry-{c.port}.pid"
         argv = [
-            "java", f"-Xmx{c.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "java",
+            f"-Xmx{c.heap}",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
             f"-Dquarkus.http.host={c.host}",
             f"-Dquarkus.http.port={c.port}",
             f"-Dquarkus.management.port={c.management_port}",
@@ -64,16 +72,24 @@ class LocalRegistry:
             f"-Dapicurio.kafkasql.topic={JOURNAL_TOPIC}",
             f"-Dapicurio.kafkasql.snapshots.topic={JOURNAL_TOPIC}-snapshots",
             f"-Dxbus.pidfile={pid_file}",
-            "-jar", str(runner),
+            "-jar",
+            str(runner),
         ]
         self.process = ManagedProcess(
-            "schema registry", argv, log_file=c.log_dir.resolve() / "registry.log",
-            pid_file=pid_file, cwd=app,
+            "schema registry",
+            argv,
+            log_file=c.log_dir.resolve() / "registry.log",
+            pid_file=pid_file,
+            cwd=app,
         )
         self.process.stop_leftover()
         check_port_free(c.host, c.port, "the schema registry", "XBUS_STACK_REGISTRY_PORT")
-        check_port_free(c.host, c.management_port, "the registry's management endpoint",
-                        "XBUS_STACK_REGISTRY_MANAGEMENT_PORT")
+        check_port_free(
+            c.host,
+            c.management_port,
+            "the registry's management endpoint",
+            "XBUS_STACK_REGISTRY_MANAGEMENT_PORT",
+        )
         self.process.start()
         self.process.wait_until(self._answers, c.start_timeout, f"answering on {c.url}")
 

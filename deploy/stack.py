@@ -52,17 +52,30 @@ class LocalStack:
     def __post_init__(self) -> None:
         s = self.settings
         run_dir = self.data_dir / "run"
-        self.kafka = LocalKafka(KafkaConfig(
-            host=s.host, port=s.kafka_port, controller_port=s.controller_port,
-            data_dir=self.data_dir / "kafka", cache_dir=s.cache, run_dir=run_dir,
-            heap=s.kafka_heap, start_timeout=s.start_timeout,
-        ))
-        self.registry = LocalRegistry(RegistryConfig(
-            bootstrap_servers=self.kafka.config.bootstrap_servers, host=s.host,
-            port=s.registry_port, management_port=s.registry_management_port,
-            cache_dir=s.cache, run_dir=run_dir, log_dir=self.data_dir / "registry",
-            start_timeout=s.start_timeout,
-        ))
+        self.kafka = LocalKafka(
+            KafkaConfig(
+                host=s.host,
+                port=s.kafka_port,
+                controller_port=s.controller_port,
+                data_dir=self.data_dir / "kafka",
+                cache_dir=s.cache,
+                run_dir=run_dir,
+                heap=s.kafka_heap,
+                start_timeout=s.start_timeout,
+            )
+        )
+        self.registry = LocalRegistry(
+            RegistryConfig(
+                bootstrap_servers=self.kafka.config.bootstrap_servers,
+                host=s.host,
+                port=s.registry_port,
+                management_port=s.registry_management_port,
+                cache_dir=s.cache,
+                run_dir=run_dir,
+                log_dir=self.data_dir / "registry",
+                start_timeout=s.start_timeout,
+            )
+        )
 
     @classmethod
     def persistent(cls, settings: StackSettings | None = None) -> LocalStack:
@@ -74,10 +87,14 @@ class LocalStack:
     def ephemeral(cls, settings: StackSettings | None = None) -> LocalStack:
         """A throw-away stack on free ports with a fresh data dir (for tests); the jar cache
         is shared."""
-        settings = (settings or StackSettings()).model_copy(update={
-            "kafka_port": free_port(), "controller_port": free_port(),
-            "registry_port": free_port(), "registry_management_port": free_port(),
-        })
+        settings = (settings or StackSettings()).model_copy(
+            update={
+                "kafka_port": free_port(),
+                "controller_port": free_port(),
+                "registry_port": free_port(),
+                "registry_management_port": free_port(),
+            }
+        )
         return cls(settings, Path(tempfile.mkdtemp(prefix="xbus-stack-")))
 
     @property
@@ -109,7 +126,8 @@ class LocalStack:
     def start_component(self, name: str, args: list[str], log_name: str) -> ManagedProcess:
         """Start ``xbus <args>`` against this stack, its output in ``<data>/logs/<log_name>``."""
         process = ManagedProcess(
-            name, [sys.executable, "-m", "cli.main", *args],
+            name,
+            [sys.executable, "-m", "cli.main", *args],
             log_file=self.data_dir / "logs" / log_name,
             pid_file=self.data_dir / "run" / f"{log_name}.pid",
             env={**os.environ, **self.client_env(), "PYTHONUNBUFFERED": "1"},

@@ -26,15 +26,18 @@ def run_demo(
     ``count`` (0: no limit) were published; return how many Kafka acknowledged."""
     data = DemoData(seed)
     published = 0
-    with Publisher(DEPARTMENT, system="one-stop-service-centre", settings=settings,
-                   origin="demo") as publisher:
+    with Publisher(
+        DEPARTMENT, system="one-stop-service-centre", settings=settings, origin="demo"
+    ) as publisher:
         while not stop.is_set() and (count == 0 or published < count):
             started = time.monotonic()
             licence = data.business_licence()
             event_id = publisher.publish(DATASET, Op.CREATE, after=licence)
             publisher.flush()
             published += 1
-            print(f"published licence {licence['credit_code']} {licence['name']} "
-                  f"(event {event_id})", flush=True)
+            print(
+                f"published licence {licence['credit_code']} {licence['name']} (event {event_id})",
+                flush=True,
+            )
             stop.wait(max(0.0, 1.0 / rate - (time.monotonic() - started)))
     return published

@@ -12,13 +12,12 @@ from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.schema_registry.avro import AvroSerializer
 
 from producers.exceptions import DeliveryFailed, ForeignDatasetError, PublishError
 from xbus.catalog import Catalog, Dataset
 from xbus.envelope import Op, change_event, envelope_schema
 from xbus.metrics import EVENTS_PUBLISHED
-from xbus.serde import event_serializer, registry_client, value_context
+from xbus.serde import EventSerializer, registry_client, value_context
 from xbus.settings import BusSettings, bus_settings
 
 
@@ -40,7 +39,7 @@ class Publisher:
         self._settings = settings or bus_settings()
         self._catalog = catalog or Catalog.load(self._settings.schemas_dir)
         self._registry = registry_client(self._settings)
-        self._serializers: dict[str, AvroSerializer] = {}
+        self._serializers: dict[str, EventSerializer] = {}
         self._producer = Producer(self._settings.producer_config())
         self._failures: list[tuple[str, str]] = []
 
@@ -103,7 +102,9 @@ class Publisher:
         remaining = self._producer.flush(timeout)
         failures, self._failures = self._failures, []
         if remaining:
-            failures.append(("(queued)", f"{remaining} event(s) still unacknowledged after {timeout}s"))
+            failures.append(
+                ("(queued)", f"{remaining} event(s) still unacknowledged after {timeout}s")
+            )
         if failures:
             raise DeliveryFailed(failures)
 
@@ -122,9 +123,9 @@ class Publisher:
     ) -> None:
         self.close()
 
-    def _serializer(self, ds: Dataset) -> AvroSerializer:
+    def _serializer(self, ds: Dataset) -> EventSerializer:
         serializer = self._serializers.get(ds.name)
         if serializer is None:
-            serializer = event_serializer(self._registry, envelope_schema(ds.schema))
+            serializer = EventSerializer(self._registry, envelope_schema(ds.schema))
             self._serializers[ds.name] = serializer
         return serializer

@@ -11,13 +11,12 @@ import ssl
 from typing import Any
 
 import faust
-from confluent_kafka.schema_registry.avro import AvroSerializer
 
 from streams.grant import TAX_BUREAU_LICENCES, Grant, apply_grant, view_schema
 from xbus.admin import ensure_topics
 from xbus.catalog import Catalog
 from xbus.metrics import EVENTS_DELIVERED
-from xbus.serde import event_deserializer, event_serializer, registry_client, value_context
+from xbus.serde import EventDeserializer, EventSerializer, registry_client, value_context
 from xbus.settings import BusSettings
 
 log = logging.getLogger(__name__)
@@ -33,11 +32,11 @@ class PolicyEngine:
         self.catalog = Catalog.load(settings.schemas_dir)
         self.grants = grants if grants is not None else [TAX_BUREAU_LICENCES]
         registry = registry_client(settings)
-        self._decode = event_deserializer(registry)
-        self._encoders: dict[str, AvroSerializer] = {}
+        self._decode = EventDeserializer(registry)
+        self._encoders: dict[str, EventSerializer] = {}
         for grant in self.grants:
             dataset = self.catalog.get(grant.department, grant.dataset)
-            self._encoders[grant.grant_id] = event_serializer(registry, view_schema(dataset, grant))
+            self._encoders[grant.grant_id] = EventSerializer(registry, view_schema(dataset, grant))
 
     def grants_for(self, topic: str) -> list[Grant]:
         """The grants on the dataset of source topic ``topic``."""
@@ -61,12 +60,16 @@ def _credentials(settings: BusSettings) -> faust.SASLCredentials | None:
         return None
     password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
     ssl_context = ssl.create_default_context() if settings.security_protocol == "SASL_SSL" else None
-    return faust.SASLCredentials(username=settings.sasl_username, password=password,
-                                 mechanism=settings.sasl_mechanism, ssl_context=ssl_context)
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=password,
+        mechanism=settings.sasl_mechanism,
+        ssl_context=ssl_context,
+    )
 
 
 def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App:
-    """The Faust app of one engine worker; run it with ``faust.Worker(app).execute_from_commandline()``."""
+    """The Faust app of one engine worker (``xbus run engine`` runs it in a ``faust.Worker``)."""
     engine = PolicyEngine(settings)
     # Faust cannot subscribe by pattern, so the engine subscribes to the topic of every
     # dataset in the catalog, creating any that no department has published to yet.
@@ -83,11 +86,13 @@ def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App
         producer_acks=-1,
     )
     sources = app.topic(*source_topics, key_serializer="raw", value_serializer="raw")
-    outputs = {g.grant_id: app.topic(g.topic, key_serializer="raw", value_serializer="raw")
-               for g in engine.grants}
+    outputs = {
+        g.grant_id: app.topic(g.topic, key_serializer="raw", value_serializer="raw")
+        for g in engine.grants
+    }
 
     @app.agent(sources)
-    async def apply_grants(stream: faust.Stream[bytes]) -> None:
+    async def apply_grants(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
             pending = []

@@ -70,15 +70,19 @@ def _from_containers() -> Iterator[Bus]:
     from testcontainers.kafka import KafkaContainer
 
     with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka:
-        registry = (
-            DockerContainer("apicurio/apicurio-registry:3.0.9").with_exposed_ports(8080)
-        )
+        registry = DockerContainer("apicurio/apicurio-registry:3.0.9").with_exposed_ports(8080)
         with registry:
             wait_for_logs(registry, "Installed features", timeout=120)
-            url = (f"http://{registry.get_container_host_ip()}:"
-                   f"{registry.get_exposed_port(8080)}/apis/ccompat/v7")
-            yield Bus(BusSettings(bootstrap_servers=kafka.get_bootstrap_server(),
-                                  schema_registry_url=url), "containers")
+            url = (
+                f"http://{registry.get_container_host_ip()}:"
+                f"{registry.get_exposed_port(8080)}/apis/ccompat/v7"
+            )
+            yield Bus(
+                BusSettings(
+                    bootstrap_servers=kafka.get_bootstrap_server(), schema_registry_url=url
+                ),
+                "containers",
+            )
 
 
 def _from_launcher() -> Iterator[Bus]:
@@ -87,8 +91,12 @@ def _from_launcher() -> Iterator[Bus]:
     stack = LocalStack.ephemeral()
     stack.start()
     try:
-        yield Bus(BusSettings(bootstrap_servers=stack.bootstrap_servers,
-                              schema_registry_url=stack.registry_url), "launcher (fixture)")
+        yield Bus(
+            BusSettings(
+                bootstrap_servers=stack.bootstrap_servers, schema_registry_url=stack.registry_url
+            ),
+            "launcher (fixture)",
+        )
     finally:
         stack.stop()
         stack.remove_data()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from xbus.errors import XbusError
 from xbus.settings import BusSettings
@@ -20,8 +20,12 @@ def ensure_topics(
     """Create each ``{name: partitions}`` topic that does not exist yet; existing ones are kept."""
     admin = AdminClient(settings.kafka_config())
     new = [
-        NewTopic(name, num_partitions=n, replication_factor=replication_factor,
-                 config=(config or {}).get(name, {}))
+        NewTopic(
+            name,
+            num_partitions=n,
+            replication_factor=replication_factor,
+            config=(config or {}).get(name, {}),
+        )
         for name, n in topics.items()
     ]
     for name, future in admin.create_topics(new, request_timeout=timeout).items():

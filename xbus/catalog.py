@@ -76,11 +76,15 @@ def load_dataset(path: Path) -> Dataset:
         )
     sharing = schema.get("xbus.sharing")
     if sharing not in SHARING_CLASSES:
-        raise CatalogError(f"{where}: xbus.sharing must be one of {SHARING_CLASSES}, not {sharing!r}")
+        raise CatalogError(
+            f"{where}: xbus.sharing must be one of {SHARING_CLASSES}, not {sharing!r}"
+        )
     names = [f["name"] for f in schema["fields"]]
     key = schema.get("xbus.business_key")
     if not key or not isinstance(key, list) or any(k not in names for k in key):
-        raise CatalogError(f"{where}: xbus.business_key must list fields of the record, not {key!r}")
+        raise CatalogError(
+            f"{where}: xbus.business_key must list fields of the record, not {key!r}"
+        )
     classifications: dict[str, Classification] = {}
     for f in schema["fields"]:
         c = f.get("classification")

@@ -30,7 +30,11 @@ SOURCE_SCHEMA: dict[str, Any] = {
     "doc": "Where the event came from.",
     "fields": [
         {"name": "system", "type": "string", "doc": "The publishing system or service."},
-        {"name": "origin", "type": "string", "doc": "How it entered the bus: sdk, gateway or demo."},
+        {
+            "name": "origin",
+            "type": "string",
+            "doc": "How it entered the bus: sdk, gateway or demo.",
+        },
         {"name": "trace_id", "type": ["null", "string"], "default": None},
     ],
 }

@@ -1,4 +1,4 @@
-"""The bus's Prometheus metrics, defined once, and the ``/metrics`` endpoint every process serves."""
+"""The bus's Prometheus metrics, defined once, and the ``/metrics`` endpoint of every process."""
 
 from __future__ import annotations
 

@@ -22,8 +22,12 @@ def component(bus: Bus, log_dir: Path, name: str, *args: str) -> Iterator[subpro
     in ``log_dir/<name>.log`` and is shown if the test fails."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "cli.main", "run", *args],
-                                   stdout=log, stderr=subprocess.STDOUT, env=bus.env())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "run", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=bus.env(),
+        )
     try:
         yield process
     except BaseException:

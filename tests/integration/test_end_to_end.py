@@ -31,8 +31,11 @@ FIELDS_WITHHELD = sorted(
 def _lines_with(path: Path, event_id: str) -> list[dict]:  # type: ignore[type-arg]
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-            if event_id in line]
+    return [
+        json.loads(line)
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if event_id in line
+    ]
 
 
 def test_a_published_licence_reaches_the_tax_bureau_projected(bus: Bus, tmp_path: Path) -> None:
@@ -43,15 +46,36 @@ def test_a_published_licence_reaches_the_tax_bureau_projected(bus: Bus, tmp_path
     out = tmp_path / "out"
     engine_metrics = metrics_port()
     with (
-        component(bus, tmp_path, "engine", "engine", "--loglevel", "info",
-                  "--app-id", f"e2e-{uuid.uuid4().hex[:8]}",
-                  "--metrics-port", str(engine_metrics)),
-        component(bus, tmp_path, "connector", "connector", "file", "--subscriber", "tax_bureau",
-                  "--dir", str(out), "--metrics-port", str(metrics_port())),
+        component(
+            bus,
+            tmp_path,
+            "engine",
+            "engine",
+            "--loglevel",
+            "info",
+            "--app-id",
+            f"e2e-{uuid.uuid4().hex[:8]}",
+            "--metrics-port",
+            str(engine_metrics),
+        ),
+        component(
+            bus,
+            tmp_path,
+            "connector",
+            "connector",
+            "file",
+            "--subscriber",
+            "tax_bureau",
+            "--dir",
+            str(out),
+            "--metrics-port",
+            str(metrics_port()),
+        ),
     ):
         target = out / "business_licence.jsonl"
-        [received] = wait_for(lambda: _lines_with(target, event_id), 90,
-                              f"event {event_id} in {target}")
+        [received] = wait_for(
+            lambda: _lines_with(target, event_id), 90, f"event {event_id} in {target}"
+        )
         metrics = httpx.get(f"http://127.0.0.1:{engine_metrics}/metrics").text
 
     assert received["op"] == "CREATE"
@@ -64,8 +88,11 @@ def test_a_published_licence_reaches_the_tax_bureau_projected(bus: Bus, tmp_path
     assert licence["legal_representative_id"] not in raw_line
     for name in FIELDS_WITHHELD:
         assert name not in received["after"]
-    delivered = [line for line in metrics.splitlines()
-                 if line.startswith('xbus_events_delivered_total{connector="topic"')]
+    delivered = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('xbus_events_delivered_total{connector="topic"')
+    ]
     assert delivered and float(delivered[0].rsplit(" ", 1)[1]) >= 1
 
 
@@ -75,8 +102,13 @@ def test_a_plain_avro_consumer_decodes_the_subscriber_topic(bus: Bus, tmp_path: 
     with Publisher("market_regulation", system="e2e-test", settings=bus.settings) as publisher:
         event_id = publisher.publish("business_licence", Op.CREATE, after=licence)
 
-    consumer = Consumer({"bootstrap.servers": bus.settings.bootstrap_servers,
-                         "group.id": f"plain-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bus.settings.bootstrap_servers,
+            "group.id": f"plain-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([TAX_BUREAU_LICENCES.topic])
     decode = AvroDeserializer(SchemaRegistryClient({"url": bus.settings.schema_registry_url}))
     context = SerializationContext(TAX_BUREAU_LICENCES.topic, MessageField.VALUE)
@@ -91,8 +123,18 @@ def test_a_plain_avro_consumer_decodes_the_subscriber_topic(bus: Bus, tmp_path: 
         return None
 
     try:
-        with component(bus, tmp_path, "engine", "engine", "--loglevel", "info", "--app-id",
-                       f"plain-{uuid.uuid4().hex[:8]}", "--metrics-port", "0"):
+        with component(
+            bus,
+            tmp_path,
+            "engine",
+            "engine",
+            "--loglevel",
+            "info",
+            "--app-id",
+            f"plain-{uuid.uuid4().hex[:8]}",
+            "--metrics-port",
+            "0",
+        ):
             key, event = wait_for(find, 90, f"event {event_id} on {TAX_BUREAU_LICENCES.topic}")
     finally:
         consumer.close()

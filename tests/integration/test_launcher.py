@@ -21,8 +21,12 @@ pytestmark = pytest.mark.broker
 
 def _config(tmp_path: Path, **overrides: object) -> KafkaConfig:
     values: dict[str, object] = {
-        "port": free_port(), "controller_port": free_port(), "data_dir": tmp_path / "kafka",
-        "cache_dir": StackSettings().cache, "run_dir": tmp_path / "run", "heap": "256m",
+        "port": free_port(),
+        "controller_port": free_port(),
+        "data_dir": tmp_path / "kafka",
+        "cache_dir": StackSettings().cache,
+        "run_dir": tmp_path / "run",
+        "heap": "256m",
     }
     values.update(overrides)
     return KafkaConfig(**values)  # type: ignore[arg-type]
@@ -69,8 +73,11 @@ def test_a_second_start_reuses_the_data(tmp_path: Path) -> None:
     again = LocalKafka(config)
     again.start()
     try:
-        topics = AdminClient({"bootstrap.servers": config.bootstrap_servers}).list_topics(
-            timeout=30).topics
+        topics = (
+            AdminClient({"bootstrap.servers": config.bootstrap_servers})
+            .list_topics(timeout=30)
+            .topics
+        )
     finally:
         again.stop()
     assert "kept" in topics

@@ -19,8 +19,11 @@ def _write(tmp_path: Path, schema: dict) -> Path:  # type: ignore[type-arg]
 
 def _schema(**overrides: object) -> dict:  # type: ignore[type-arg]
     return {
-        "type": "record", "name": "Clinic", "xbus.department": "health",
-        "xbus.business_key": ["id"], "xbus.sharing": "unconditional",
+        "type": "record",
+        "name": "Clinic",
+        "xbus.department": "health",
+        "xbus.business_key": ["id"],
+        "xbus.sharing": "unconditional",
         "fields": [{"name": "id", "type": "string", "classification": "public"}],
         **overrides,
     }
@@ -34,8 +37,12 @@ def test_the_repository_catalog_loads_and_its_envelopes_are_valid_avro() -> None
 
 
 def test_an_unclassified_field_is_named_in_the_error(tmp_path: Path) -> None:
-    schema = _schema(fields=[{"name": "id", "type": "string", "classification": "public"},
-                             {"name": "doctor", "type": "string"}])
+    schema = _schema(
+        fields=[
+            {"name": "id", "type": "string", "classification": "public"},
+            {"name": "doctor", "type": "string"},
+        ]
+    )
     path = _write(tmp_path, schema)
     with pytest.raises(CatalogError, match=r"clinic\.avsc.*'doctor' needs a classification"):
         load_dataset(path)
@@ -64,8 +71,14 @@ def test_an_unknown_dataset_lists_the_known_ones() -> None:
 def test_a_change_event_round_trips_through_the_envelope_schema(tmp_path: Path) -> None:
     dataset = load_dataset(_write(tmp_path, _schema()))
     schema = fastavro.parse_schema(envelope_schema(dataset.schema))
-    event = change_event(department="health", dataset="clinic", op=Op.DELETE,
-                         after=None, before={"id": "c-1"}, system="test")
+    event = change_event(
+        department="health",
+        dataset="clinic",
+        op=Op.DELETE,
+        after=None,
+        before={"id": "c-1"},
+        system="test",
+    )
     import io
 
     buffer = io.BytesIO()

@@ -10,8 +10,14 @@ from xbus.settings import REPO_ROOT
 def test_only_granted_fields_leave_and_the_view_schema_encodes_them() -> None:
     dataset = Catalog.load(REPO_ROOT / "schemas").get("market_regulation", "business_licence")
     licence = DemoData(seed=5).business_licence()
-    event = change_event(department="market_regulation", dataset="business_licence",
-                         op=Op.UPDATE, before=licence, after=licence, system="test")
+    event = change_event(
+        department="market_regulation",
+        dataset="business_licence",
+        op=Op.UPDATE,
+        before=licence,
+        after=licence,
+        system="test",
+    )
 
     seen = apply_grant(event, TAX_BUREAU_LICENCES)
 

@@ -41,9 +41,12 @@ def test_a_half_downloaded_cache_is_fetched_again_and_a_complete_one_reused(
 ) -> None:
     calls = tmp_path / "calls"
     # Writes one jar into -DoutputDirectory=... and counts its runs.
-    _fake_mvn(tmp_path / "bin", f'echo run >> {calls}\nfor a in "$@"; do case "$a" in '
-              '-DoutputDirectory=*) d="${a#-DoutputDirectory=}"; mkdir -p "$d"; '
-              'touch "$d/kafka.jar";; esac; done\n')
+    _fake_mvn(
+        tmp_path / "bin",
+        f'echo run >> {calls}\nfor a in "$@"; do case "$a" in '
+        '-DoutputDirectory=*) d="${a#-DoutputDirectory=}"; mkdir -p "$d"; '
+        'touch "$d/kafka.jar";; esac; done\n',
+    )
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     cache = tmp_path / "cache"
     first = resolve_artifacts(pom, cache, "kafka")
@@ -58,8 +61,9 @@ def test_a_half_downloaded_cache_is_fetched_again_and_a_complete_one_reused(
     assert calls.read_text().count("run") == 2
 
 
-def test_missing_java_and_maven_say_what_to_install(monkeypatch: pytest.MonkeyPatch,
-                                                    tmp_path: Path) -> None:
+def test_missing_java_and_maven_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LauncherError, match="java and mvn not found.*openjdk-17.*maven"):
         require_tools()

@@ -9,7 +9,8 @@ def test_topic_names_follow_the_contract() -> None:
         "gov.market_regulation.business_licence"
     )
     assert parse_delivery_topic(delivery_topic("tax_bureau", "business_licence")) == (
-        "tax_bureau", "business_licence"
+        "tax_bureau",
+        "business_licence",
     )
 
 
