@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from cli import run, stack
+from cli import publish, run, schemas, stack
 
 app = typer.Typer(
     help="xbus: the city's data exchange bus.", no_args_is_help=True, add_completion=False
 )
 app.add_typer(run.app, name="run")
 app.add_typer(stack.app, name="stack")
+app.add_typer(schemas.app, name="schemas")
+app.command("publish")(publish.publish)
 
 if __name__ == "__main__":
     app()

@@ -36,7 +36,9 @@ class PolicyEngine:
         self._encoders: dict[str, EventSerializer] = {}
         for grant in self.grants:
             dataset = self.catalog.get(grant.department, grant.dataset)
-            self._encoders[grant.grant_id] = EventSerializer(registry, view_schema(dataset, grant))
+            self._encoders[grant.grant_id] = EventSerializer(
+                registry, view_schema(dataset, grant, self.catalog.envelope)
+            )
 
     def grants_for(self, topic: str) -> list[Grant]:
         """The grants on the dataset of source topic ``topic``."""

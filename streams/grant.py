@@ -41,9 +41,10 @@ def view_record_schema(dataset: Dataset, grant: Grant) -> dict[str, Any]:
     }
 
 
-def view_schema(dataset: Dataset, grant: Grant) -> dict[str, Any]:
-    """The envelope schema of the subscriber's topic under ``grant``."""
-    return envelope_schema(view_record_schema(dataset, grant), name="DeliveredEvent")
+def view_schema(dataset: Dataset, grant: Grant, envelope: dict[str, Any]) -> dict[str, Any]:
+    """The schema of the subscriber's topic under ``grant``: the ``envelope`` template around
+    the subscriber's view of the record."""
+    return envelope_schema(view_record_schema(dataset, grant), envelope, name="DeliveredEvent")
 
 
 def project(record: dict[str, Any] | None, fields: tuple[str, ...]) -> dict[str, Any] | None:

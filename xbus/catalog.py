@@ -1,26 +1,45 @@
-"""The dataset catalog: one Avro schema per dataset under ``schemas/<department>/``.
+"""The dataset catalog: the envelope in ``schemas/envelope.avsc`` and one Avro schema per
+dataset under ``schemas/<department>/<dataset>.avsc``.
 
 Each dataset schema says who owns it (``xbus.department``), its business key
-(``xbus.business_key``) and its sharing class (``xbus.sharing``); each field says how
-sensitive it is (``classification``).
+(``xbus.business_key``), its sharing class (``xbus.sharing``) and, optionally, the
+compatibility its changes must keep (``xbus.compatibility``); every field, nested ones too,
+says how sensitive it is (``classification``), and identifier fields may name a format
+(``xbus.format``) that publishers check.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import fastavro
 
+from xbus.envelope import envelope_schema, load_envelope
 from xbus.errors import CatalogError
+from xbus.identifiers import FORMATS
 from xbus.topics import source_topic
 
 Sharing = Literal["unconditional", "conditional", "none"]
 Classification = Literal["public", "internal", "personal", "sensitive"]
 SHARING_CLASSES: tuple[str, ...] = ("unconditional", "conditional", "none")
 CLASSIFICATIONS: tuple[str, ...] = ("public", "internal", "personal", "sensitive")
+COMPATIBILITY_MODES: tuple[str, ...] = (
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+)
+# Events written before and after a change must read under either schema, against every
+# earlier version: a change may add or remove only fields that have defaults.
+DEFAULT_COMPATIBILITY = "FULL_TRANSITIVE"
+ENVELOPE_FILE = "envelope.avsc"
 
 
 @dataclass(frozen=True)
@@ -30,10 +49,17 @@ class Dataset:
     department: str
     name: str
     schema: dict[str, Any]
+    envelope: dict[str, Any]
     business_key: tuple[str, ...]
     sharing: Sharing
+    compatibility: str = DEFAULT_COMPATIBILITY
     classifications: dict[str, Classification] = field(default_factory=dict)
     path: Path | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        """``department.dataset``."""
+        return f"{self.department}.{self.name}"
 
     @property
     def topic(self) -> str:
@@ -50,24 +76,62 @@ class Dataset:
         for f in self.schema["fields"]:
             if f["name"] == name:
                 return cast(dict[str, Any], f)
-        raise CatalogError(f"dataset {self.department}.{self.name} has no field {name!r}")
+        raise CatalogError(f"dataset {self.qualified_name} has no field {name!r}")
 
     def key_of(self, record: dict[str, Any]) -> str:
         """The business key of ``record`` as the string Kafka keys it by."""
         return "|".join(str(record[k]) for k in self.business_key)
 
 
-def load_dataset(path: Path) -> Dataset:
-    """Read and check one dataset schema file; errors name the file and what is missing."""
+def _record_types(kind: Any) -> Iterator[dict[str, Any]]:
+    """The record schemas defined inside a field type (through unions, arrays and maps)."""
+    if isinstance(kind, list):
+        for branch in kind:
+            yield from _record_types(branch)
+    elif isinstance(kind, dict):
+        if kind.get("type") == "record":
+            yield kind
+        elif kind.get("type") == "array":
+            yield from _record_types(kind["items"])
+        elif kind.get("type") == "map":
+            yield from _record_types(kind["values"])
+        elif isinstance(kind.get("type"), dict | list):
+            yield from _record_types(kind["type"])
+
+
+def _classify(
+    record: dict[str, Any], prefix: str, where: str, out: dict[str, Classification]
+) -> None:
+    for f in record["fields"]:
+        path = f"{prefix}{f['name']}"
+        c = f.get("classification")
+        if c not in CLASSIFICATIONS:
+            raise CatalogError(
+                f"{where}: field {path!r} needs a classification, one of {CLASSIFICATIONS}"
+            )
+        fmt = f.get("xbus.format")
+        if fmt is not None and fmt not in FORMATS:
+            raise CatalogError(
+                f"{where}: field {path!r} has xbus.format {fmt!r}; known: {', '.join(FORMATS)}"
+            )
+        out[path] = c
+        for nested in _record_types(f["type"]):
+            _classify(nested, f"{path}.", where, out)
+
+
+def load_dataset(path: Path, envelope: dict[str, Any]) -> Dataset:
+    """Read and check one dataset schema file; errors name the file and what is wrong."""
     try:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CatalogError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    where = str(path)
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        raise CatalogError(f"{where}: a dataset schema must be an Avro record")
     try:
         fastavro.parse_schema(schema)
     except Exception as exc:  # fastavro raises several unrelated types for a bad schema
-        raise CatalogError(f"{path}: not a valid Avro schema: {exc}") from exc
-    where = f"{path}"
+        raise CatalogError(f"{where}: not a valid Avro schema: {exc}") from exc
     department = schema.get("xbus.department")
     if department != path.parent.name:
         raise CatalogError(
@@ -85,20 +149,22 @@ def load_dataset(path: Path) -> Dataset:
         raise CatalogError(
             f"{where}: xbus.business_key must list fields of the record, not {key!r}"
         )
+    compatibility = schema.get("xbus.compatibility", DEFAULT_COMPATIBILITY)
+    if compatibility not in COMPATIBILITY_MODES:
+        raise CatalogError(
+            f"{where}: xbus.compatibility must be one of {COMPATIBILITY_MODES}, "
+            f"not {compatibility!r}"
+        )
     classifications: dict[str, Classification] = {}
-    for f in schema["fields"]:
-        c = f.get("classification")
-        if c not in CLASSIFICATIONS:
-            raise CatalogError(
-                f"{where}: field {f['name']!r} needs a classification, one of {CLASSIFICATIONS}"
-            )
-        classifications[f["name"]] = c
+    _classify(schema, "", where, classifications)
     return Dataset(
         department=department,
         name=path.stem,
         schema=schema,
+        envelope=envelope_schema(schema, envelope),
         business_key=tuple(key),
         sharing=sharing,
+        compatibility=compatibility,
         classifications=classifications,
         path=path,
     )
@@ -107,27 +173,47 @@ def load_dataset(path: Path) -> Dataset:
 class Catalog:
     """All datasets found under a schemas directory, by ``(department, dataset)``."""
 
-    def __init__(self, datasets: list[Dataset]) -> None:
+    def __init__(self, datasets: list[Dataset], envelope: dict[str, Any]) -> None:
         self._datasets = {(d.department, d.name): d for d in datasets}
+        self.envelope = envelope
 
     @classmethod
     def load(cls, schemas_dir: Path) -> Catalog:
-        """Load every ``<department>/<dataset>.avsc`` under ``schemas_dir``."""
+        """Load the envelope and every ``<department>/<dataset>.avsc`` under ``schemas_dir``."""
         if not schemas_dir.is_dir():
             raise CatalogError(f"schemas directory {schemas_dir} does not exist")
-        return cls([load_dataset(p) for p in sorted(schemas_dir.glob("*/*.avsc"))])
+        envelope = load_envelope(schemas_dir / ENVELOPE_FILE)
+        datasets = [load_dataset(p, envelope) for p in sorted(schemas_dir.glob("*/*.avsc"))]
+        return cls(datasets, envelope)
 
     def get(self, department: str, dataset: str) -> Dataset:
         """The dataset ``department.dataset``; raises ``CatalogError`` naming what exists."""
         try:
             return self._datasets[(department, dataset)]
         except KeyError:
-            known = ", ".join(f"{d}.{n}" for d, n in sorted(self._datasets)) or "none"
             raise CatalogError(
-                f"no dataset {department}.{dataset} in the catalog (known: {known})"
+                f"no dataset {department}.{dataset} in the catalog (known: {self._known()})"
             ) from None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def find(self, name: str) -> Dataset:
+        """The dataset called ``department.dataset``, or ``dataset`` if only one has that name."""
+        if "." in name:
+            department, dataset = name.split(".", 1)
+            return self.get(department, dataset)
+        matches = [d for d in self._datasets.values() if d.name == name]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise CatalogError(
+                f"dataset name {name!r} is ambiguous; say which: "
+                + ", ".join(d.qualified_name for d in matches)
+            )
+        raise CatalogError(f"no dataset {name!r} in the catalog (known: {self._known()})")
+
+    def _known(self) -> str:
+        return ", ".join(f"{d}.{n}" for d, n in sorted(self._datasets)) or "none"
+
+    def __iter__(self) -> Iterator[Dataset]:
         return iter(self._datasets.values())
 
     def __len__(self) -> int:

@@ -1,17 +1,26 @@
 """The change-event envelope that wraps every dataset record on the bus.
 
-A Debezium-like record: ``event_id``, ``department``, ``dataset``, ``op``, ``ts_ms``,
-``before``, ``after`` (the dataset record or null) and ``source`` metadata. The same
-envelope wraps a subscriber's view of a record on ``deliver.*`` topics.
+Its contract is ``schemas/envelope.avsc``: a Debezium-like record of ``event_id``,
+``department``, ``dataset``, ``op``, ``ts_ms``, ``before``, ``after`` and ``source``, in which
+``before`` and ``after`` name the placeholder ``xbus.DatasetRecord``. Each dataset's envelope
+replaces it with the dataset's record; a subscriber's envelope with its view of the record.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
 import uuid
 from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+from xbus.errors import CatalogError
+
+RECORD_PLACEHOLDER = "xbus.DatasetRecord"
+RECORD_FIELDS = ("before", "after")
 
 
 class Op(StrEnum):
@@ -23,48 +32,53 @@ class Op(StrEnum):
     SNAPSHOT = "SNAPSHOT"
 
 
-SOURCE_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "Source",
-    "namespace": "xbus",
-    "doc": "Where the event came from.",
-    "fields": [
-        {"name": "system", "type": "string", "doc": "The publishing system or service."},
-        {
-            "name": "origin",
-            "type": "string",
-            "doc": "How it entered the bus: sdk, gateway or demo.",
-        },
-        {"name": "trace_id", "type": ["null", "string"], "default": None},
-    ],
-}
+@lru_cache(maxsize=8)
+def load_envelope(path: Path) -> dict[str, Any]:
+    """The envelope template at ``path``, checked to carry the record placeholder."""
+    try:
+        template: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"{path}: cannot read the envelope schema: {exc}") from exc
+    for name in RECORD_FIELDS:
+        field = next((f for f in template["fields"] if f["name"] == name), None)
+        if field is None or field["type"] != ["null", RECORD_PLACEHOLDER]:
+            raise CatalogError(
+                f'{path}: field {name!r} must have type ["null", "{RECORD_PLACEHOLDER}"]'
+            )
+    return template
 
 
-def envelope_schema(record_schema: dict[str, Any], name: str = "ChangeEvent") -> dict[str, Any]:
-    """The Avro schema of a change event whose ``before`` and ``after`` are ``record_schema``."""
+def envelope_schema(
+    record_schema: dict[str, Any], template: dict[str, Any], name: str | None = None
+) -> dict[str, Any]:
+    """The envelope ``template`` with ``before`` and ``after`` of type ``record_schema``, named
+    ``name`` (default: the template's) in the record's namespace."""
     record = copy.deepcopy(record_schema)
     namespace = record.get("namespace", "xbus")
-    # The record is defined once, in ``before``; ``after`` refers to it by its full name.
     full_name = record["name"] if "." in record["name"] else f"{namespace}.{record['name']}"
-    return {
-        "type": "record",
-        "name": name,
-        "namespace": namespace,
-        "doc": f"A change event of {namespace}.{record['name']}.",
-        "fields": [
-            {"name": "event_id", "type": {"type": "string", "logicalType": "uuid"}},
-            {"name": "department", "type": "string"},
-            {"name": "dataset", "type": "string"},
-            {
-                "name": "op",
-                "type": {"type": "enum", "name": "Op", "namespace": "xbus", "symbols": list(Op)},
-            },
-            {"name": "ts_ms", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-            {"name": "before", "type": ["null", record], "default": None},
-            {"name": "after", "type": ["null", full_name], "default": None},
-            {"name": "source", "type": SOURCE_SCHEMA},
-        ],
-    }
+    envelope = copy.deepcopy(template)
+    envelope["name"] = f"{namespace}.{name or template['name']}"
+    envelope.pop("namespace", None)
+    for field in envelope["fields"]:
+        if field["name"] == "before":
+            field["type"] = ["null", record]  # defined here once...
+        elif field["name"] == "after":
+            field["type"] = ["null", full_name]  # ...and referred to by name here
+    _qualify_names(envelope, template.get("namespace", "xbus"))
+    return envelope
+
+
+def _qualify_names(envelope: dict[str, Any], namespace: str) -> None:
+    """Give the template's own named types (Op, Source) their full names, since the envelope
+    now lives in the record's namespace."""
+    for field in envelope["fields"]:
+        kind = field["type"]
+        if (
+            isinstance(kind, dict)
+            and kind.get("type") in ("enum", "record")
+            and "." not in kind["name"]
+        ):
+            kind.setdefault("namespace", namespace)
 
 
 def change_event(
@@ -78,10 +92,11 @@ def change_event(
     origin: str = "sdk",
     trace_id: str | None = None,
     ts_ms: int | None = None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
-    """A new change event with a fresh ``event_id``; ``ts_ms`` defaults to now."""
+    """A change event; ``event_id`` defaults to a fresh uuid and ``ts_ms`` to now."""
     return {
-        "event_id": str(uuid.uuid4()),
+        "event_id": event_id or str(uuid.uuid4()),
         "department": department,
         "dataset": dataset,
         "op": op.value,

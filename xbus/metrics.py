@@ -9,6 +9,19 @@ EVENTS_PUBLISHED = Counter(
     "Change events a department published and Kafka acknowledged.",
     ["department", "dataset"],
 )
+EVENTS_REJECTED = Counter(
+    "xbus_events_rejected_total",
+    "Change events not published, by why: invalid_record, unknown_dataset, foreign_dataset, "
+    "schema_not_registered, registry_unavailable, broker_unreachable, delivery_failed, "
+    "unauthorized, too_large.",
+    ["department", "dataset", "reason"],
+)
+PUBLISH_LATENCY = Histogram(
+    "xbus_publish_latency_seconds",
+    "Time from handing an event to the producer to Kafka's acknowledgement.",
+    ["department", "dataset"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 EVENTS_DELIVERED = Counter(
     "xbus_events_delivered_total",
     "Events delivered to a subscriber: written to its topic by the engine (connector=topic) "

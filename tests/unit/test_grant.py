@@ -8,7 +8,8 @@ from xbus.settings import REPO_ROOT
 
 
 def test_only_granted_fields_leave_and_the_view_schema_encodes_them() -> None:
-    dataset = Catalog.load(REPO_ROOT / "schemas").get("market_regulation", "business_licence")
+    catalog = Catalog.load(REPO_ROOT / "schemas")
+    dataset = catalog.get("market_regulation", "business_licence")
     licence = DemoData(seed=5).business_licence()
     event = change_event(
         department="market_regulation",
@@ -25,7 +26,7 @@ def test_only_granted_fields_leave_and_the_view_schema_encodes_them() -> None:
         assert list(record) == list(TAX_BUREAU_LICENCES.fields)
         assert "legal_representative_id" not in record
     assert seen["event_id"] == event["event_id"]
-    schema = view_schema(dataset, TAX_BUREAU_LICENCES)
+    schema = view_schema(dataset, TAX_BUREAU_LICENCES, catalog.envelope)
     view_record = schema["fields"][5]["type"][1]
     assert [f["name"] for f in view_record["fields"]] == list(TAX_BUREAU_LICENCES.fields)
     assert fastavro.validation.validate(seen, fastavro.parse_schema(schema))

@@ -3,7 +3,7 @@ import datetime as dt
 import pytest
 
 from producers.demodata import DISTRICTS, DemoData
-from producers.identifiers import (
+from xbus.identifiers import (
     credit_code,
     is_valid_credit_code,
     is_valid_resident_id,

@@ -5,6 +5,7 @@ inside)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -63,3 +64,16 @@ def is_valid_credit_code(code: str) -> bool:
         and all(c in _USCC_CHARS for c in code)
         and credit_code_check(code[:17]) == code[17]
     )
+
+
+# The values of a field's ``xbus.format``: how a string field is checked beyond its type.
+FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "resident_id": (
+        is_valid_resident_id,
+        "not a resident identity number (18 characters with a correct check character)",
+    ),
+    "credit_code": (
+        is_valid_credit_code,
+        "not a unified social credit code (18 characters with a correct check character)",
+    ),
+}

@@ -1,0 +1,103 @@
+"""``xbus schemas ...``: check and register the dataset catalog."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xbus.catalog import Catalog
+from xbus.contracts import (
+    ContractProblem,
+    check_against_git,
+    check_against_registry,
+    register_catalog,
+)
+from xbus.errors import XbusError
+from xbus.serde import registry_client
+from xbus.settings import REPO_ROOT, bus_settings
+
+app = typer.Typer(help="Check and register the dataset schemas in schemas/.", no_args_is_help=True)
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def _load() -> Catalog:
+    try:
+        return Catalog.load(bus_settings().schemas_dir)
+    except XbusError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def check(
+    registry: Annotated[bool, typer.Option(help="Compare with what the registry holds.")] = True,
+    against_git: Annotated[
+        str | None,
+        typer.Option(
+            "--against-git",
+            metavar="REVISION",
+            help="Also compare with the schemas at this git revision (e.g. origin/main).",
+        ),
+    ] = None,
+) -> None:
+    """Every schema parses and carries its metadata, and each change keeps its dataset's
+    compatibility mode. Exits 1 naming the dataset, field and rule of every problem."""
+    catalog = _load()
+    problems: list[ContractProblem] = []
+    try:
+        if against_git:
+            problems += check_against_git(catalog, against_git, REPO_ROOT)
+        if registry:
+            problems += check_against_registry(catalog, registry_client(bus_settings()))
+    except XbusError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # the registry refused or did not answer
+        errors.print(
+            f"[red]error:[/red] could not read the registry at "
+            f"{bus_settings().schema_registry_url}: {exc} (use --no-registry to skip)"
+        )
+        raise typer.Exit(1) from None
+    for problem in problems:
+        errors.print(f"[red]incompatible:[/red] {problem}")
+    compared = (
+        " and ".join(
+            filter(
+                None,
+                [f"git {against_git}" if against_git else "", "the registry" if registry else ""],
+            )
+        )
+        or "nothing"
+    )
+    if problems:
+        errors.print(f"{len(problems)} problem(s) in {len(catalog)} datasets")
+        raise typer.Exit(1)
+    console.print(
+        f"{len(catalog)} datasets parse, carry their metadata and are compatible with {compared}."
+    )
+
+
+@app.command()
+def register() -> None:
+    """Register every dataset's envelope schema and compatibility mode; re-running changes
+    nothing."""
+    catalog = _load()
+    try:
+        done = register_catalog(catalog, registry_client(bus_settings()))
+    except XbusError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    table = Table("dataset", "subject", "schema id", "compatibility", "")
+    for r in done:
+        table.add_row(
+            r.dataset.qualified_name,
+            r.subject,
+            str(r.schema_id),
+            r.dataset.compatibility,
+            "registered" if r.changed else "unchanged",
+        )
+    console.print(table)
