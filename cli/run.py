@@ -82,3 +82,16 @@ def demo(
 
     serve_metrics(metrics_port, bus_settings().metrics_host)
     run_demo(bus_settings(), _stop_on_signals(), rate=rate, count=count, seed=seed)
+
+
+@app.command()
+def gateway(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8088,
+) -> None:
+    """The ingest gateway: change events over HTTP (OpenAPI at /docs, metrics at /metrics)."""
+    import uvicorn
+
+    from producers.gateway import build_gateway
+
+    uvicorn.run(build_gateway(bus_settings()), host=host, port=port, log_level="warning")

@@ -17,7 +17,7 @@ from xbus.contracts import (
 )
 from xbus.errors import XbusError
 from xbus.serde import registry_client
-from xbus.settings import REPO_ROOT, bus_settings
+from xbus.settings import bus_settings
 
 app = typer.Typer(help="Check and register the dataset schemas in schemas/.", no_args_is_help=True)
 console = Console(highlight=False)
@@ -50,7 +50,7 @@ def check(
     problems: list[ContractProblem] = []
     try:
         if against_git:
-            problems += check_against_git(catalog, against_git, REPO_ROOT)
+            problems += check_against_git(catalog, against_git)
         if registry:
             problems += check_against_registry(catalog, registry_client(bus_settings()))
     except XbusError as exc:

@@ -18,6 +18,11 @@ from rich.panel import Panel
 from deploy.errors import LauncherError
 from deploy.process import ManagedProcess
 from deploy.stack import LocalStack
+from xbus.catalog import Catalog
+from xbus.contracts import register_catalog
+from xbus.errors import XbusError
+from xbus.serde import registry_client
+from xbus.settings import BusSettings
 
 app = typer.Typer(
     help="Run the local stack: Kafka, the schema registry and the bus.", no_args_is_help=True
@@ -28,6 +33,7 @@ DEMO_SUBSCRIBER = "tax_bureau"
 ENGINE_METRICS = 9102
 CONNECTOR_METRICS = 9103
 DEMO_METRICS = 9101
+GATEWAY_PORT = 8088
 
 
 def _fail(error: LauncherError) -> typer.Exit:
@@ -94,6 +100,14 @@ def up(
         raise _fail(error) from None
     try:
         follower = _Follower()
+        settings = BusSettings(
+            bootstrap_servers=stack.bootstrap_servers, schema_registry_url=stack.registry_url
+        )
+        registered = register_catalog(Catalog.load(settings.schemas_dir), registry_client(settings))
+        console.print(
+            f"{len(registered)} dataset schemas registered "
+            f"({sum(r.changed for r in registered)} new or changed)"
+        )
         if demo:
             out_dir = stack.data_dir / "out" / DEMO_SUBSCRIBER
             stack.start_component(
@@ -114,6 +128,9 @@ def up(
                 ],
                 "connector-file.log",
             )
+            stack.start_component(
+                "gateway", ["run", "gateway", "--port", str(GATEWAY_PORT)], "gateway.log"
+            )
             publisher = stack.start_component(
                 "demo",
                 ["run", "demo", "--rate", str(rate), "--metrics-port", str(DEMO_METRICS)],
@@ -133,6 +150,8 @@ def up(
                                 f"engine metrics   http://127.0.0.1:{ENGINE_METRICS}/metrics",
                                 f"connector        http://127.0.0.1:{CONNECTOR_METRICS}/metrics",
                                 f"demo publisher   http://127.0.0.1:{DEMO_METRICS}/metrics",
+                                f"ingest gateway   http://127.0.0.1:{GATEWAY_PORT}/docs "
+                                "(keys: xbus gateway new-key)",
                                 f"delivered files  {stack.data_dir / 'out' / DEMO_SUBSCRIBER}",
                             ]
                             if demo
@@ -161,6 +180,9 @@ def up(
                     f"{_delivered_total(ENGINE_METRICS):.0f} connector="
                     f"{_delivered_total(CONNECTOR_METRICS):.0f}"
                 )
+    except XbusError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
     finally:
         console.print("stopping...")
         stack.stop()

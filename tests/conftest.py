@@ -142,3 +142,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for origin in _ORIGIN:
         terminalreporter.write_line(f"xbus integration tests ran against a real broker, {origin}")
+
+
+@pytest.fixture(scope="session")
+def registered(bus: Bus) -> Bus:
+    """The bus with the catalog's schemas registered (what ``xbus schemas register`` does)."""
+    from xbus.catalog import Catalog
+    from xbus.contracts import register_catalog
+    from xbus.serde import registry_client
+
+    register_catalog(Catalog.load(bus.settings.schemas_dir), registry_client(bus.settings))
+    return bus

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -97,22 +96,22 @@ def check_against_registry(
     return problems
 
 
-def check_against_git(catalog: Catalog, revision: str, repo: Path) -> list[ContractProblem]:
-    """What of the catalog breaks its mode against the same files at git ``revision``; a
-    dataset new since then has nothing to break."""
+def check_against_git(catalog: Catalog, revision: str) -> list[ContractProblem]:
+    """What of the catalog breaks its mode against the same files at git ``revision`` (of
+    the repository the schemas are in); a dataset new since then has nothing to break."""
     problems: list[ContractProblem] = []
     for dataset in catalog:
         if dataset.compatibility == "NONE" or dataset.path is None:
             continue
-        relative = dataset.path.resolve().relative_to(repo.resolve())
+        relative = dataset.path
         shown = subprocess.run(
-            ["git", "show", f"{revision}:{relative.as_posix()}"],
-            cwd=repo,
+            ["git", "show", f"{revision}:./{dataset.path.name}"],
+            cwd=dataset.path.parent,
             capture_output=True,
             text=True,
         )
         if shown.returncode != 0:
-            if "does not exist" in shown.stderr or "exists on disk, but not in" in shown.stderr:
+            if "exists on disk, but not in" in shown.stderr or "does not exist" in shown.stderr:
                 continue
             raise XbusError(f"git could not show {relative} at {revision}: {shown.stderr.strip()}")
         try:

@@ -86,5 +86,5 @@ def registered_schema_id(
             return None
         raise
     if found.schema_id is None:
-        raise SchemaRegistryError(500, None, f"the registry gave no id for {subject}")
+        raise SchemaRegistryError(500, -1, f"the registry gave no id for {subject}")
     return int(found.schema_id)

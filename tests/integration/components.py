@@ -17,7 +17,9 @@ T = TypeVar("T")
 
 
 @contextmanager
-def component(bus: Bus, log_dir: Path, name: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+def component(
+    bus: Bus, log_dir: Path, name: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """``xbus run <args>`` against ``bus``, stopped with SIGTERM afterwards; its output lands
     in ``log_dir/<name>.log`` and is shown if the test fails."""
     log_path = log_dir / f"{name}.log"
@@ -26,7 +28,7 @@ def component(bus: Bus, log_dir: Path, name: str, *args: str) -> Iterator[subpro
             [sys.executable, "-m", "cli.main", "run", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=bus.env(),
+            env={**bus.env(), **(env or {})},
         )
     try:
         yield process
