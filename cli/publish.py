@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cli.output import console, errors, fail, problem
 from producers.exceptions import PublishError
 from producers.jsonevents import loads, spec_from_json
 from producers.publisher import EventSpec, Publisher, Receipt
@@ -20,8 +20,6 @@ from xbus.catalog import Catalog
 from xbus.errors import XbusError
 from xbus.settings import bus_settings
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
 SHOWN_ERRORS = 20
 
 
@@ -66,8 +64,7 @@ def publish(
     try:
         target = Catalog.load(settings.schemas_dir).find(dataset)
     except XbusError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     specs, bad = _read(file)
     started = time.monotonic()
     try:
@@ -77,7 +74,7 @@ def publish(
                 bad[specs[index][0]] = found
             for number in sorted(bad)[:SHOWN_ERRORS]:
                 for e in bad[number]:
-                    errors.print(f"[red]{file}:{number}:[/red] {e}")
+                    problem(f"{file}:{number}", e)
             if len(bad) > SHOWN_ERRORS:
                 errors.print(f"... and {len(bad) - SHOWN_ERRORS} more invalid line(s)")
             if bad and not skip_invalid:
@@ -106,12 +103,11 @@ def publish(
                     future.add_done_callback(done)
                 publisher.flush()
     except PublishError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     elapsed = time.monotonic() - started
     published = len(valid) - len(failures)
     for failure in failures[:SHOWN_ERRORS]:
-        errors.print(f"[red]not acknowledged:[/red] {failure}")
+        problem("not acknowledged", failure)
     console.print(
         f"{published} published, {len(bad)} invalid skipped, {len(failures)} not "
         f"acknowledged, in {elapsed:.1f}s ({published / max(elapsed, 1e-9):,.0f} events/s)"

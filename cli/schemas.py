@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli.output import console, errors, fail, problem
 from xbus.catalog import Catalog
 from xbus.contracts import (
     ContractProblem,
@@ -20,16 +20,13 @@ from xbus.serde import registry_client
 from xbus.settings import bus_settings
 
 app = typer.Typer(help="Check and register the dataset schemas in schemas/.", no_args_is_help=True)
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
 
 
 def _load() -> Catalog:
     try:
         return Catalog.load(bus_settings().schemas_dir)
     except XbusError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
 
 
 @app.command()
@@ -54,16 +51,14 @@ def check(
         if registry:
             problems += check_against_registry(catalog, registry_client(bus_settings()))
     except XbusError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     except Exception as exc:  # the registry refused or did not answer
-        errors.print(
-            f"[red]error:[/red] could not read the registry at "
-            f"{bus_settings().schema_registry_url}: {exc} (use --no-registry to skip)"
-        )
-        raise typer.Exit(1) from None
-    for problem in problems:
-        errors.print(f"[red]incompatible:[/red] {problem}")
+        raise fail(
+            f"could not read the registry at {bus_settings().schema_registry_url}: {exc} "
+            "(use --no-registry to skip)"
+        ) from None
+    for found in problems:
+        problem("incompatible", found)
     compared = (
         " and ".join(
             filter(
@@ -89,8 +84,7 @@ def register() -> None:
     try:
         done = register_catalog(catalog, registry_client(bus_settings()))
     except XbusError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
     table = Table("dataset", "subject", "schema id", "compatibility", "")
     for r in done:
         table.add_row(

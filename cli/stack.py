@@ -12,9 +12,10 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
+from cli.output import console, fail
 from deploy.errors import LauncherError
 from deploy.process import ManagedProcess
 from deploy.stack import LocalStack
@@ -27,18 +28,12 @@ from xbus.settings import BusSettings
 app = typer.Typer(
     help="Run the local stack: Kafka, the schema registry and the bus.", no_args_is_help=True
 )
-console = Console(highlight=False)
 
 DEMO_SUBSCRIBER = "tax_bureau"
 ENGINE_METRICS = 9102
 CONNECTOR_METRICS = 9103
 DEMO_METRICS = 9101
 GATEWAY_PORT = 8088
-
-
-def _fail(error: LauncherError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {error}")
-    return typer.Exit(1)
 
 
 class _Follower:
@@ -66,7 +61,7 @@ class _Follower:
             except OSError:
                 continue
             for line in text.splitlines():
-                console.print(f"[{style}]{label:>10}[/{style}] {line}")
+                console.print(f"[{style}]{label:>10}[/{style}] {escape(line)}")
 
 
 def _delivered_total(port: int) -> float:
@@ -97,7 +92,7 @@ def up(
     try:
         stack.start()
     except LauncherError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     try:
         follower = _Follower()
         settings = BusSettings(
@@ -170,7 +165,7 @@ def up(
                 if not process.running:
                     console.print(
                         f"[red]{process.name} stopped unexpectedly[/red]; last lines "
-                        f"of {process.log_file}:\n{process.log_tail()}"
+                        f"of {process.log_file}:\n{escape(process.log_tail())}"
                     )
                     stop.set()
             if demo and time.monotonic() - last_report > 10:
@@ -181,8 +176,7 @@ def up(
                     f"{_delivered_total(CONNECTOR_METRICS):.0f}"
                 )
     except XbusError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(1) from None
+        raise fail(error) from None
     finally:
         console.print("stopping...")
         stack.stop()
@@ -203,7 +197,7 @@ def exec(ctx: typer.Context) -> None:  # noqa: A001
         stack.start()
     except LauncherError as error:
         stack.remove_data()
-        raise _fail(error) from None
+        raise fail(error) from None
     console.print(f"Kafka on {stack.bootstrap_servers}, registry on {stack.registry_url}")
     # Ctrl-C reaches the command (same process group); we wait for it, then clean up.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

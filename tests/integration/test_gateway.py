@@ -28,17 +28,25 @@ class Gateway:
         self.key = key
         self.other_key = other_key
 
-    def post(self, path: str, body: object, *, key: str | None = None,
-             params: dict[str, str] | None = None) -> httpx.Response:
+    def post(
+        self,
+        path: str,
+        body: object,
+        *,
+        key: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
         headers = {"Content-Type": "application/json"}
         if key != "":
             headers["Authorization"] = f"Bearer {key or self.key}"
-        return httpx.post(f"{self.url}{path}", content=to_json(body), headers=headers,
-                          params=params, timeout=60)
+        return httpx.post(
+            f"{self.url}{path}", content=to_json(body), headers=headers, params=params, timeout=60
+        )
 
 
-def _start(bus: Bus, tmp_path: Path, name: str, extra_env: dict[str, str] | None = None
-           ) -> Iterator[Gateway]:
+def _start(
+    bus: Bus, tmp_path: Path, name: str, extra_env: dict[str, str] | None = None
+) -> Iterator[Gateway]:
     keys = tmp_path / f"{name}-keys.toml"
     key = new_key(keys, "health")
     other = new_key(keys, "market_regulation")
@@ -72,8 +80,10 @@ def test_accepted_events_are_on_kafka_and_decode_with_stock_tools(
     record = data.vaccination_record()
     retry_id = str(uuid.uuid4())
     one = gateway.post(EVENTS, {"op": "CREATE", "after": record, "event_id": retry_id})
-    batch = gateway.post(f"{EVENTS}/batch", {"events": [
-        {"op": "CREATE", "after": data.vaccination_record()} for _ in range(20)]})
+    batch = gateway.post(
+        f"{EVENTS}/batch",
+        {"events": [{"op": "CREATE", "after": data.vaccination_record()} for _ in range(20)]},
+    )
 
     assert one.status_code == 202, one.text
     assert one.json() == {"event_ids": [retry_id]}
@@ -96,18 +106,25 @@ def test_a_bad_batch_names_each_field_and_publishes_nothing_unless_partial(
     bad = data.vaccination_record()
     bad["person"]["birth_date"] = "1990-02-30"
     bad["dose_number"] = "two"
-    events = {"events": [{"op": "CREATE", "after": data.vaccination_record()},
-                         {"op": "CREATE", "after": bad},
-                         {"op": "MERGE", "after": data.vaccination_record()}]}
+    events = {
+        "events": [
+            {"op": "CREATE", "after": data.vaccination_record()},
+            {"op": "CREATE", "after": bad},
+            {"op": "MERGE", "after": data.vaccination_record()},
+        ]
+    }
     before = end_offsets(registered.settings, VACCINATIONS)
 
     refused = gateway.post(f"{EVENTS}/batch", events)
 
     assert refused.status_code == 400
-    records = {r["index"]: {e["path"] for e in r["errors"]}
-               for r in refused.json()["error"]["records"]}
-    assert records == {1: {"events[1].after.person.birth_date", "events[1].after.dose_number"},
-                       2: {"events[2].op"}}
+    records = {
+        r["index"]: {e["path"] for e in r["errors"]} for r in refused.json()["error"]["records"]
+    }
+    assert records == {
+        1: {"events[1].after.person.birth_date", "events[1].after.dose_number"},
+        2: {"events[2].op"},
+    }
     assert end_offsets(registered.settings, VACCINATIONS) == before
 
     partial = gateway.post(f"{EVENTS}/batch", events, params={"partial": "true"})
@@ -130,28 +147,38 @@ def test_keys_ownership_and_size_are_enforced(gateway: Gateway) -> None:
     assert gateway.post("/v1/datasets/health/no_such/events", event).status_code == 404
     huge = gateway.post(f"{EVENTS}/batch", {"events": [event] * 5000})
     assert huge.status_code == 413
-    invalid_json = httpx.post(f"{gateway.url}{EVENTS}", content=b"{\"op\": ",
-                              headers={"Authorization": f"Bearer {gateway.key}"})
+    invalid_json = httpx.post(
+        f"{gateway.url}{EVENTS}",
+        content=b'{"op": ',
+        headers={"Authorization": f"Bearer {gateway.key}"},
+    )
     assert invalid_json.status_code == 400
     assert invalid_json.json()["error"]["code"] == "invalid_json"
 
 
 def test_the_openapi_description_is_served(gateway: Gateway) -> None:
     spec = httpx.get(f"{gateway.url}/openapi.json").json()
-    assert set(spec["paths"]) >= {"/v1/datasets/{department}/{dataset}/events",
-                                  "/v1/datasets/{department}/{dataset}/events/batch"}
+    assert set(spec["paths"]) >= {
+        "/v1/datasets/{department}/{dataset}/events",
+        "/v1/datasets/{department}/{dataset}/events/batch",
+    }
     responses = spec["paths"]["/v1/datasets/{department}/{dataset}/events/batch"]["post"][
-        "responses"]
+        "responses"
+    ]
     assert {"202", "400", "401", "403", "413", "503"} <= set(responses)
 
 
-def test_an_unavailable_kafka_is_a_503_after_a_bounded_wait(registered: Bus,
-                                                            tmp_path: Path) -> None:
-    dead = {"XBUS_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-            "XBUS_GATEWAY_DELIVERY_TIMEOUT": "2"}
+def test_an_unavailable_kafka_is_a_503_after_a_bounded_wait(
+    registered: Bus, tmp_path: Path
+) -> None:
+    dead = {
+        "XBUS_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "XBUS_GATEWAY_DELIVERY_TIMEOUT": "2",
+    }
     for gateway in _start(registered, tmp_path, "dead-kafka-gateway", dead):
-        answer = gateway.post(EVENTS, {"op": "CREATE",
-                                       "after": DemoData(seed=34).vaccination_record()})
+        answer = gateway.post(
+            EVENTS, {"op": "CREATE", "after": DemoData(seed=34).vaccination_record()}
+        )
         assert answer.status_code == 503
         assert answer.headers["Retry-After"] == "5"
         assert answer.json()["error"]["code"] == "broker_unreachable"

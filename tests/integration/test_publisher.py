@@ -39,11 +39,15 @@ def test_sync_async_and_batch_events_decode_with_stock_tools(registered: Bus) ->
     with Publisher("market_regulation", system="sdk-test", settings=registered.settings) as p:
         created = p.publish_sync("business_licence", Op.CREATE, after=licence)
         updated = {**licence, "status": "SUSPENDED"}
-        changed = asyncio.run(p.publish_async("business_licence", Op.UPDATE, before=licence,
-                                              after=updated, trace_id="case-7"))
-        batch = p.publish_batch("business_licence",
-                                [EventSpec(Op.CREATE, after=data.business_licence())
-                                 for _ in range(50)])
+        changed = asyncio.run(
+            p.publish_async(
+                "business_licence", Op.UPDATE, before=licence, after=updated, trace_id="case-7"
+            )
+        )
+        batch = p.publish_batch(
+            "business_licence",
+            [EventSpec(Op.CREATE, after=data.business_licence()) for _ in range(50)],
+        )
     ids = {created.event_id, changed.event_id, *(r.event_id for r in batch)}
 
     found = read_events(registered.settings, LICENCES, ids)
@@ -68,11 +72,14 @@ def test_invalid_records_are_refused_with_every_path_and_nothing_is_produced(
         with pytest.raises(InvalidRecord) as single:
             p.publish("business_licence", Op.CREATE, after=bad)
         with pytest.raises(InvalidBatch) as batch:
-            p.publish_batch("business_licence", [
-                EventSpec(Op.CREATE, after=data.business_licence()),
-                EventSpec(Op.CREATE, after=bad),
-                EventSpec(Op.DELETE, after=data.business_licence()),
-            ])
+            p.publish_batch(
+                "business_licence",
+                [
+                    EventSpec(Op.CREATE, after=data.business_licence()),
+                    EventSpec(Op.CREATE, after=bad),
+                    EventSpec(Op.DELETE, after=data.business_licence()),
+                ],
+            )
     assert {e.path for e in single.value.errors} == {"after.registered_capital", "after.status"}
     assert set(batch.value.errors) == {1, 2}
     assert {e.path for e in batch.value.errors[2]} == {"before"}
@@ -92,14 +99,21 @@ def test_a_schema_not_registered_is_a_typed_error(registered: Bus, tmp_path: Pat
     shutil.copytree(REPO_ROOT / "schemas", schemas)
     path = schemas / "health" / "clinic.avsc"
     schema = json.loads(path.read_text())
-    schema["fields"].append({"name": f"note_{uuid.uuid4().hex[:6]}", "type": ["null", "string"],
-                             "default": None, "classification": "public"})
+    schema["fields"].append(
+        {
+            "name": f"note_{uuid.uuid4().hex[:6]}",
+            "type": ["null", "string"],
+            "default": None,
+            "classification": "public",
+        }
+    )
     path.write_text(json.dumps(schema))
     catalog = Catalog.load(schemas)
-    with Publisher("health", system="sdk-test", settings=registered.settings,
-                   catalog=catalog) as p:
-        with pytest.raises(SchemaNotRegistered, match="xbus schemas register"):
-            p.publish("clinic", Op.SNAPSHOT, after=DemoData(2).clinic())
+    publisher = Publisher(
+        "health", system="sdk-test", settings=registered.settings, catalog=catalog
+    )
+    with publisher, pytest.raises(SchemaNotRegistered, match="xbus schemas register"):
+        publisher.publish("clinic", Op.SNAPSHOT, after=DemoData(2).clinic())
 
 
 def test_an_unreachable_broker_fails_after_the_bounded_wait(registered: Bus) -> None:
