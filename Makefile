@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit lint down clean
+.PHONY: install run test unit lint bench down clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ run: install
 # A throw-away broker and registry on free ports, the whole suite against them, then stop.
 test: install
 	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Publishing throughput of the SDK next to raw confluent-kafka (docs/publishing.md).
+bench: install
+	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_publish.py $(BENCH_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -38,13 +38,14 @@ from producers.exceptions import (
 )
 from producers.validation import FieldError, RecordValidator
 from xbus.catalog import Catalog, Dataset
-from xbus.envelope import Op, change_event
+from xbus.envelope import Op, change_event, record_full_name, with_union_branches
 from xbus.errors import CatalogError
 from xbus.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, PUBLISH_LATENCY
 from xbus.serde import WireEncoder, registered_schema_id, registry_client
 from xbus.settings import BusSettings, bus_settings
 from xbus.topics import value_subject
 
+POLL_INTERVAL = 0.005
 _UNREACHABLE = {
     KafkaError._MSG_TIMED_OUT,
     KafkaError._TIMED_OUT,
@@ -76,12 +77,16 @@ class EventSpec:
 
 
 class _DatasetWriter:
-    """What a publisher needs per dataset: its validator and its registered encoder."""
+    """What a publisher needs per dataset: its validator, its registered encoder and its
+    metrics, bound once."""
 
-    def __init__(self, dataset: Dataset, encoder: WireEncoder) -> None:
+    def __init__(self, department: str, dataset: Dataset, encoder: WireEncoder) -> None:
         self.dataset = dataset
         self.validator = RecordValidator(dataset.schema)
         self.encoder = encoder
+        self.record_name = record_full_name(dataset.schema)
+        self.published = EVENTS_PUBLISHED.labels(department, dataset.name)
+        self.latency = PUBLISH_LATENCY.labels(department, dataset.name)
 
 
 def _op_errors(op: Op, before: Any, after: Any) -> list[FieldError]:
@@ -130,8 +135,11 @@ class Publisher:
         self._poller.start()
 
     def _poll(self) -> None:
-        while not self._closed.is_set():
-            self._producer.poll(0.05)
+        # Delivery reports are served in bursts every few milliseconds rather than one by
+        # one: each burst costs one hand-over of the GIL instead of one per report, which
+        # more than doubles the publishing rate of a busy producer.
+        while not self._closed.wait(POLL_INTERVAL):
+            self._producer.poll(0)
 
     # -- the dataset -----------------------------------------------------------------------
 
@@ -171,7 +179,7 @@ class Publisher:
                 f"the current schema of {dataset.qualified_name} ({dataset.path}) is not "
                 f"registered under {subject}; run `xbus schemas register` first"
             )
-        writer = _DatasetWriter(dataset, WireEncoder(schema_id, dataset.envelope))
+        writer = _DatasetWriter(self.department, dataset, WireEncoder(schema_id, dataset.envelope))
         self._writers[name] = writer
         return writer
 
@@ -207,18 +215,17 @@ class Publisher:
 
     def _produce(self, writer: _DatasetWriter, event: dict[str, Any]) -> Future[Receipt]:
         dataset = writer.dataset
-        value = writer.encoder.encode(event)
         record = event["after"] if event["after"] is not None else event["before"]
         key = dataset.key_of(record).encode()
+        value = writer.encoder.encode(with_union_branches(event, writer.record_name))
         future: Future[Receipt] = Future()
         event_id: str = event["event_id"]
         started = time.perf_counter()
-        labels = (self.department, dataset.name)
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is None:
-                EVENTS_PUBLISHED.labels(*labels).inc()
-                PUBLISH_LATENCY.labels(*labels).observe(time.perf_counter() - started)
+                writer.published.inc()
+                writer.latency.observe(time.perf_counter() - started)
                 future.set_result(
                     Receipt(event_id, msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
                 )

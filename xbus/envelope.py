@@ -48,6 +48,24 @@ def load_envelope(path: Path) -> dict[str, Any]:
     return template
 
 
+def record_full_name(record_schema: dict[str, Any]) -> str:
+    """The full name of a record schema (its namespace and name)."""
+    name: str = record_schema["name"]
+    namespace = record_schema.get("namespace", "xbus")
+    return name if "." in name else f"{namespace}.{name}"
+
+
+def with_union_branches(event: dict[str, Any], record_name: str) -> dict[str, Any]:
+    """The event with ``before`` and ``after`` marked as the record branch of their unions,
+    so the encoder writes them without trying each branch (several times faster)."""
+    before, after = event["before"], event["after"]
+    return {
+        **event,
+        "before": None if before is None else (record_name, before),
+        "after": None if after is None else (record_name, after),
+    }
+
+
 def envelope_schema(
     record_schema: dict[str, Any], template: dict[str, Any], name: str | None = None
 ) -> dict[str, Any]:
@@ -55,7 +73,7 @@ def envelope_schema(
     ``name`` (default: the template's) in the record's namespace."""
     record = copy.deepcopy(record_schema)
     namespace = record.get("namespace", "xbus")
-    full_name = record["name"] if "." in record["name"] else f"{namespace}.{record['name']}"
+    full_name = record_full_name(record)
     envelope = copy.deepcopy(template)
     envelope["name"] = f"{namespace}.{name or template['name']}"
     envelope.pop("namespace", None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from operator import mul
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -15,10 +16,12 @@ _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 _ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
 
 
+_VALUE = {c: i for i, c in enumerate(_USCC_CHARS)}
+
+
 def resident_id_check(first17: str) -> str:
     """The check character of an 18-digit resident identity number."""
-    total = sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS, strict=True))
-    return _ID_CHECK[total % 11]
+    return _ID_CHECK[sum(map(mul, map(int, first17), _ID_WEIGHTS)) % 11]
 
 
 def resident_id(region: str, birth: dt.date, sequence: int) -> str:
@@ -38,14 +41,14 @@ def is_valid_resident_id(number: str) -> bool:
 
 def organisation_code_check(first8: str) -> str:
     """The check character of a GB 11714 organisation code."""
-    total = sum(_USCC_CHARS.index(c) * w for c, w in zip(first8, _ORG_WEIGHTS, strict=True))
+    total = sum(map(mul, map(_VALUE.__getitem__, first8), _ORG_WEIGHTS))
     check = 11 - total % 11
     return {10: "X", 11: "0"}.get(check, str(check))
 
 
 def credit_code_check(first17: str) -> str:
     """The check character of an 18-character unified social credit code."""
-    total = sum(_USCC_CHARS.index(c) * w for c, w in zip(first17, _USCC_WEIGHTS, strict=True))
+    total = sum(map(mul, map(_VALUE.__getitem__, first17), _USCC_WEIGHTS))
     return _USCC_CHARS[(31 - total % 31) % 31]
 
 
@@ -61,7 +64,7 @@ def is_valid_credit_code(code: str) -> bool:
     """Whether ``code`` is 18 characters from the code's alphabet with a correct check character."""
     return (
         len(code) == 18
-        and all(c in _USCC_CHARS for c in code)
+        and all(c in _VALUE for c in code)
         and credit_code_check(code[:17]) == code[17]
     )
 
