@@ -38,10 +38,13 @@ def _lines_with(path: Path, event_id: str) -> list[dict]:  # type: ignore[type-a
     ]
 
 
-def test_a_published_licence_reaches_the_tax_bureau_projected(bus: Bus, tmp_path: Path) -> None:
+def test_a_published_licence_reaches_the_tax_bureau_projected(
+    registered: Bus, tmp_path: Path
+) -> None:
+    bus = registered
     licence = DemoData(seed=7).business_licence()
     with Publisher("market_regulation", system="e2e-test", settings=bus.settings) as publisher:
-        event_id = publisher.publish("business_licence", Op.CREATE, after=licence)
+        event_id = publisher.publish_sync("business_licence", Op.CREATE, after=licence).event_id
 
     out = tmp_path / "out"
     engine_metrics = metrics_port()
@@ -96,11 +99,14 @@ def test_a_published_licence_reaches_the_tax_bureau_projected(bus: Bus, tmp_path
     assert delivered and float(delivered[0].rsplit(" ", 1)[1]) >= 1
 
 
-def test_a_plain_avro_consumer_decodes_the_subscriber_topic(bus: Bus, tmp_path: Path) -> None:
+def test_a_plain_avro_consumer_decodes_the_subscriber_topic(
+    registered: Bus, tmp_path: Path
+) -> None:
+    bus = registered
     """What the engine writes decodes with stock confluent-kafka tools and the registry URL."""
     licence = DemoData(seed=11).business_licence()
     with Publisher("market_regulation", system="e2e-test", settings=bus.settings) as publisher:
-        event_id = publisher.publish("business_licence", Op.CREATE, after=licence)
+        event_id = publisher.publish_sync("business_licence", Op.CREATE, after=licence).event_id
 
     consumer = Consumer(
         {
