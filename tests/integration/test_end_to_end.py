@@ -9,16 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Consumer
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 from producers.demodata import DemoData
 from producers.publisher import Publisher
 from streams.grant import TAX_BUREAU_LICENCES
 from tests.conftest import Bus
 from tests.integration.components import component, metrics_port, wait_for
+from tests.integration.kafka_reading import read_events
 from xbus.envelope import Op
 
 pytestmark = pytest.mark.broker
@@ -102,49 +99,27 @@ def test_a_published_licence_reaches_the_tax_bureau_projected(
 def test_a_plain_avro_consumer_decodes_the_subscriber_topic(
     registered: Bus, tmp_path: Path
 ) -> None:
-    bus = registered
     """What the engine writes decodes with stock confluent-kafka tools and the registry URL."""
     licence = DemoData(seed=11).business_licence()
-    with Publisher("market_regulation", system="e2e-test", settings=bus.settings) as publisher:
-        event_id = publisher.publish_sync("business_licence", Op.CREATE, after=licence).event_id
+    with Publisher("market_regulation", system="e2e-test", settings=registered.settings) as p:
+        event_id = p.publish_sync("business_licence", Op.CREATE, after=licence).event_id
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bus.settings.bootstrap_servers,
-            "group.id": f"plain-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([TAX_BUREAU_LICENCES.topic])
-    decode = AvroDeserializer(SchemaRegistryClient({"url": bus.settings.schema_registry_url}))
-    context = SerializationContext(TAX_BUREAU_LICENCES.topic, MessageField.VALUE)
+    with component(
+        registered,
+        tmp_path,
+        "engine",
+        "engine",
+        "--loglevel",
+        "info",
+        "--app-id",
+        f"plain-{uuid.uuid4().hex[:8]}",
+        "--metrics-port",
+        "0",
+    ):
+        found = read_events(registered.settings, TAX_BUREAU_LICENCES.topic, {event_id}, 90)
 
-    def find() -> tuple[bytes, dict] | None:  # type: ignore[type-arg]
-        for message in consumer.consume(100, timeout=0.5):
-            if message.error() or message.value() is None:
-                continue
-            event = decode(message.value(), context)
-            if str(event["event_id"]) == event_id:
-                return message.key(), event
-        return None
-
-    try:
-        with component(
-            bus,
-            tmp_path,
-            "engine",
-            "engine",
-            "--loglevel",
-            "info",
-            "--app-id",
-            f"plain-{uuid.uuid4().hex[:8]}",
-            "--metrics-port",
-            "0",
-        ):
-            key, event = wait_for(find, 90, f"event {event_id} on {TAX_BUREAU_LICENCES.topic}")
-    finally:
-        consumer.close()
-
+    assert event_id in found, f"event {event_id} never reached {TAX_BUREAU_LICENCES.topic}"
+    key, event = found[event_id]
     assert key == licence["credit_code"].encode()
     assert event["after"]["name"] == licence["name"]
     assert "legal_representative_id" not in event["after"]
