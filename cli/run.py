@@ -48,22 +48,29 @@ def engine(
 
 @connector.command("file")
 def file_connector(
-    subscriber: Annotated[str, typer.Option(help="Whose deliver.<subscriber>.* topics to write.")],
-    directory: Annotated[Path, typer.Option("--dir", help="Folder of the JSON-lines files.")],
+    subscriber: Annotated[
+        list[str],
+        typer.Option(help="Whose deliver.<subscriber>.* topics to write; repeat for several."),
+    ],
+    directory: Annotated[
+        Path,
+        typer.Option("--dir", help="Base folder: files go to <dir>/<subscriber>/<dataset>.jsonl."),
+    ],
     metrics_port: MetricsPort = 9103,
 ) -> None:
-    """The file connector: appends a subscriber's events to <dir>/<dataset>.jsonl."""
+    """The file connector: appends subscribers' events as JSON lines."""
     from consumers.file_sink import FileSink
 
     serve_metrics(metrics_port, bus_settings().metrics_host)
     stop = _stop_on_signals()
 
-    def show(dataset: str, event: dict) -> None:  # type: ignore[type-arg]
-        after = event["after"] or event["before"] or {}
+    def show(who: str, dataset: str, event: dict) -> None:  # type: ignore[type-arg]
+        record = event["after"] or event["before"] or {}
+        label = next(
+            (str(record[k]) for k in ("name", "credit_code", "record_id") if k in record), ""
+        )
         print(
-            f"{subscriber} received {dataset} {event['op']} "
-            f"{after.get('credit_code', '')} {after.get('name', '')} "
-            f"(event {event['event_id']})",
+            f"{who} received {dataset} {event['op']} {label} (event {event['event_id']})",
             flush=True,
         )
 

@@ -19,17 +19,21 @@ from cli.output import console, fail
 from deploy.errors import LauncherError
 from deploy.process import ManagedProcess
 from deploy.stack import LocalStack
+from producers.demodata import DISTRICTS
+from streams.grant_files import apply_grants
+from streams.state import set_reference_table
 from xbus.catalog import Catalog
 from xbus.contracts import register_catalog
 from xbus.errors import XbusError
 from xbus.serde import registry_client
-from xbus.settings import BusSettings
+from xbus.settings import REPO_ROOT, BusSettings
 
 app = typer.Typer(
     help="Run the local stack: Kafka, the schema registry and the bus.", no_args_is_help=True
 )
 
-DEMO_SUBSCRIBER = "tax_bureau"
+DEMO_SUBSCRIBERS = ("tax_bureau", "social_security", "one_stop_centre", "open_data", "district_cdc")
+GRANTS_DIR = REPO_ROOT / "grants"
 ENGINE_METRICS = 9102
 CONNECTOR_METRICS = 9103
 DEMO_METRICS = 9101
@@ -98,13 +102,20 @@ def up(
         settings = BusSettings(
             bootstrap_servers=stack.bootstrap_servers, schema_registry_url=stack.registry_url
         )
-        registered = register_catalog(Catalog.load(settings.schemas_dir), registry_client(settings))
+        catalog = Catalog.load(settings.schemas_dir)
+        registered = register_catalog(catalog, registry_client(settings))
         console.print(
             f"{len(registered)} dataset schemas registered "
             f"({sum(r.changed for r in registered)} new or changed)"
         )
         if demo:
-            out_dir = stack.data_dir / "out" / DEMO_SUBSCRIBER
+            for applied in apply_grants(settings, catalog, [GRANTS_DIR]):
+                console.print(
+                    f"grant {applied.grant} v{applied.version} "
+                    f"{'applied' if applied.changed else 'in force'}"
+                )
+            set_reference_table(settings, "districts", DISTRICTS)
+            out_dir = stack.data_dir / "out"
             stack.start_component(
                 "engine", ["run", "engine", "--metrics-port", str(ENGINE_METRICS)], "engine.log"
             )
@@ -114,8 +125,7 @@ def up(
                     "run",
                     "connector",
                     "file",
-                    "--subscriber",
-                    DEMO_SUBSCRIBER,
+                    *(a for s in DEMO_SUBSCRIBERS for a in ("--subscriber", s)),
                     "--dir",
                     str(out_dir),
                     "--metrics-port",
@@ -147,7 +157,7 @@ def up(
                                 f"demo publisher   http://127.0.0.1:{DEMO_METRICS}/metrics",
                                 f"ingest gateway   http://127.0.0.1:{GATEWAY_PORT}/docs "
                                 "(keys: xbus gateway new-key)",
-                                f"delivered files  {stack.data_dir / 'out' / DEMO_SUBSCRIBER}",
+                                f"delivered files  {stack.data_dir / 'out'}/<subscriber>/",
                             ]
                             if demo
                             else []

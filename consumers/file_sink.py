@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -26,25 +27,27 @@ log = logging.getLogger(__name__)
 
 
 class FileSink:
-    """Consumes ``deliver.<subscriber>.*`` and appends each event to
-    ``<directory>/<dataset>.jsonl``."""
+    """Consumes ``deliver.<subscriber>.*`` of each subscriber and appends each event to
+    ``<directory>/<subscriber>/<dataset>.jsonl``."""
 
-    def __init__(self, settings: BusSettings, subscriber: str, directory: Path) -> None:
-        self.subscriber = subscriber
+    def __init__(self, settings: BusSettings, subscribers: list[str], directory: Path) -> None:
+        self.subscribers = sorted(subscribers)
         self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
         self._decode = EventDeserializer(registry_client(settings))
         self._consumer = Consumer(
             settings.consumer_config(
-                f"xbus-file-{subscriber}", **{"topic.metadata.refresh.interval.ms": 5000}
+                "xbus-file-" + "+".join(self.subscribers),
+                **{"topic.metadata.refresh.interval.ms": 5000},
             )
         )
-        pattern = "^" + (DELIVERY_PREFIX + subscriber + ".").replace(".", r"\.") + ".*"
-        self._consumer.subscribe([pattern])
-        self._files: dict[str, IO[str]] = {}
+        self._consumer.subscribe(
+            ["^" + re.escape(f"{DELIVERY_PREFIX}{s}.") + ".*" for s in self.subscribers]
+        )
+        self._files: dict[tuple[str, str], IO[str]] = {}
 
     def run(self, stop: threading.Event, *, batch_size: int = 500, on_event: Any = None) -> None:
-        """Deliver until ``stop`` is set; ``on_event(dataset, event)`` sees each written event."""
+        """Deliver until ``stop`` is set; ``on_event(subscriber, dataset, event)`` sees each
+        written event."""
         try:
             while not stop.is_set():
                 messages = self._consumer.consume(batch_size, timeout=0.5)
@@ -54,7 +57,7 @@ class FileSink:
             self.close()
 
     def _write(self, messages: list[Message], on_event: Any) -> None:
-        written: list[tuple[str, dict[str, Any]]] = []
+        written: list[tuple[str, str, dict[str, Any]]] = []
         for message in messages:
             error = message.error()
             if error is not None:
@@ -66,7 +69,7 @@ class FileSink:
                     log.warning("consumer: %s", error)
                 continue
             topic, value = message.topic() or "", message.value()
-            _, dataset = parse_delivery_topic(topic)
+            subscriber, dataset = parse_delivery_topic(topic)
             if value is None:
                 # The engine never writes tombstones; one from elsewhere carries nothing to keep.
                 log.warning(
@@ -77,8 +80,8 @@ class FileSink:
                 )
                 continue
             event = self._decode(value, value_context(topic))
-            self._file(dataset).write(to_json(event) + "\n")
-            written.append((dataset, event))
+            self._file(subscriber, dataset).write(to_json(event) + "\n")
+            written.append((subscriber, dataset, event))
         if not written:
             return
         for f in self._files.values():
@@ -86,19 +89,21 @@ class FileSink:
             os.fsync(f.fileno())
         self._consumer.commit(asynchronous=False)
         now = time.time()
-        for dataset, event in written:
-            EVENTS_DELIVERED.labels(self.subscriber, dataset, "file").inc()
-            END_TO_END_LATENCY.labels(self.subscriber, "file").observe(
+        for subscriber, dataset, event in written:
+            EVENTS_DELIVERED.labels(subscriber, dataset, "file").inc()
+            END_TO_END_LATENCY.labels(subscriber, "file").observe(
                 max(0.0, now - event["ts_ms"].timestamp())
             )
             if on_event is not None:
-                on_event(dataset, event)
+                on_event(subscriber, dataset, event)
 
-    def _file(self, dataset: str) -> IO[str]:
-        f = self._files.get(dataset)
+    def _file(self, subscriber: str, dataset: str) -> IO[str]:
+        f = self._files.get((subscriber, dataset))
         if f is None:
-            f = open(self.directory / f"{dataset}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-            self._files[dataset] = f
+            folder = self.directory / subscriber
+            folder.mkdir(parents=True, exist_ok=True)
+            f = open(folder / f"{dataset}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._files[(subscriber, dataset)] = f
         return f
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ demo department, each a child process stopped in reverse order."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -112,7 +113,18 @@ class LocalStack:
         return {
             "XBUS_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "XBUS_SCHEMA_REGISTRY_URL": self.registry_url,
+            "XBUS_PSEUDONYM_KEY_FILE": str(self.pseudonym_key_file()),
         }
+
+    def pseudonym_key_file(self) -> Path:
+        """The local stack's secret for keyed pseudonyms, made once and kept with its data
+        (so pseudonyms stay stable across runs)."""
+        path = self.data_dir / "pseudonym.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path
 
     def start(self) -> None:
         """Start the broker, then the registry; if the registry fails, the broker is stopped."""

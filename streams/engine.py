@@ -1,59 +1,290 @@
-"""The policy engine as a Faust app: ``gov.*`` in, ``deliver.<subscriber>.<dataset>`` out.
+"""The policy engine: ``gov.*`` in, ``deliver.<subscriber>.<dataset>`` out.
 
-At least once: an event's offset is committed only after the agent has finished with it,
-and the agent finishes only after Kafka acknowledged every write it made for the event.
+For each source event the engine decodes it once (its writer schema fetched by id and
+parsed once), then for each grant on its dataset decides: not in force (``denied`` before
+``valid_from``, ``expired`` after ``valid_until``), operation not granted (``denied``), row
+filter false (``filtered``), or ``delivered``: the event projected, masked and transformed,
+encoded with the grant's view schema and written to the subscriber's topic keyed as the
+source, with headers naming the event, the grant and version, and the source coordinates.
+Every decision is also written to the audit topic; what cannot be decoded or masked goes to
+the dead-letter topic with its reason and original bytes, and the stream goes on.
+
+At least once: the Faust agent finishes with an event, and so lets its offset be
+committed, only after Kafka acknowledged every write made for it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import io
+import json
 import logging
 import ssl
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
 
+import fastavro
 import faust
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from streams.grant import TAX_BUREAU_LICENCES, Grant, apply_grant, view_schema
+from streams.policy import CompiledGrant, cel_value
+from streams.state import PolicySnapshot, PolicyState
 from xbus.admin import ensure_topics
 from xbus.catalog import Catalog
-from xbus.metrics import EVENTS_DELIVERED
-from xbus.serde import EventDeserializer, EventSerializer, registry_client, value_context
+from xbus.envelope import record_full_name, with_union_branches
+from xbus.metrics import (
+    DEAD_LETTERS,
+    ENGINE_LATENCY,
+    EVENTS_DELIVERED,
+    EVENTS_DENIED,
+    EVENTS_FILTERED,
+    MASKS_APPLIED,
+)
+from xbus.serde import WireEncoder, registry_client
 from xbus.settings import BusSettings
+from xbus.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, GRANTS_TOPIC, value_subject
 
 log = logging.getLogger(__name__)
 
 ENGINE_GROUP = "xbus-engine"
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One write the engine makes for a source event."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass
+class Routing:
+    """Everything one source event leads to."""
+
+    deliveries: list[tuple[CompiledGrant, Output]] = field(default_factory=list)
+    audit: list[Output] = field(default_factory=list)
+    dead_letters: list[Output] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[Output]:
+        return [o for _, o in self.deliveries] + self.dead_letters + self.audit
+
+
+class Undecodable(Exception):
+    """A source record that is not a change event this bus can read."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class WriterSchemas:
+    """Writer schemas by id, fetched from the registry and parsed once each."""
+
+    def __init__(self, registry: SchemaRegistryClient) -> None:
+        self._registry = registry
+        self._parsed: dict[int, Any] = {}
+
+    def decode(self, value: bytes | None) -> dict[str, Any]:
+        if value is None or len(value) < 5 or value[0] != 0:
+            raise Undecodable(
+                "not_wire_format", "not in the Confluent wire format (magic byte 0 and a schema id)"
+            )
+        schema_id = int.from_bytes(value[1:5], "big")
+        parsed = self._parsed.get(schema_id)
+        if parsed is None:
+            try:
+                schema = self._registry.get_schema(schema_id)
+            except Exception as exc:  # 404 for an unknown id; anything else: still unusable
+                raise Undecodable("unknown_schema_id", f"schema id {schema_id}: {exc}") from exc
+            parsed = fastavro.parse_schema(json.loads(schema.schema_str or "{}"))
+            self._parsed[schema_id] = parsed
+        try:
+            event = cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(value[5:]), parsed))
+        except Exception as exc:  # truncated or foreign bytes
+            raise Undecodable(
+                "undecodable", f"Avro body does not match schema {schema_id}: {exc}"
+            ) from exc
+        return event
+
+
+class ViewEncoders:
+    """The encoder of each grant version's view schema, registered under the subscriber
+    topic's subject on first use."""
+
+    def __init__(self, registry: SchemaRegistryClient | None) -> None:
+        self._registry = registry
+        self._encoders: dict[tuple[str, int], tuple[WireEncoder, str]] = {}
+
+    def __call__(self, grant: CompiledGrant) -> tuple[WireEncoder, str]:
+        key = (grant.grant.grant, grant.version)
+        found = self._encoders.get(key)
+        if found is None:
+            schema_id = 0
+            if self._registry is not None:
+                schema_id = self._registry.register_schema(
+                    value_subject(grant.topic), Schema(json.dumps(grant.view_schema), "AVRO")
+                )
+            found = (WireEncoder(schema_id, grant.view_schema), record_full_name(grant.view_record))
+            self._encoders[key] = found
+        return found
+
+
+def _header(value: object) -> bytes:
+    return str(value).encode()
 
 
 class PolicyEngine:
-    """Decodes each change event, applies every grant of its dataset and writes the results."""
+    """Decides, for each source event and each grant on its dataset, what leaves."""
 
-    def __init__(self, settings: BusSettings, grants: list[Grant] | None = None) -> None:
-        self.settings = settings
-        self.catalog = Catalog.load(settings.schemas_dir)
-        self.grants = grants if grants is not None else [TAX_BUREAU_LICENCES]
-        registry = registry_client(settings)
-        self._decode = EventDeserializer(registry)
-        self._encoders: dict[str, EventSerializer] = {}
-        for grant in self.grants:
-            dataset = self.catalog.get(grant.department, grant.dataset)
-            self._encoders[grant.grant_id] = EventSerializer(
-                registry, view_schema(dataset, grant, self.catalog.envelope)
-            )
+    def __init__(
+        self,
+        policy: Callable[[], PolicySnapshot],
+        decoder: WriterSchemas,
+        encoders: ViewEncoders,
+    ) -> None:
+        self._policy = policy
+        self._decoder = decoder
+        self._encoders = encoders
 
-    def grants_for(self, topic: str) -> list[Grant]:
-        """The grants on the dataset of source topic ``topic``."""
-        return [g for g in self.grants if f"gov.{g.department}.{g.dataset}" == topic]
-
-    def route(self, topic: str, value: bytes) -> list[tuple[Grant, bytes]]:
-        """What each subscriber receives of one raw source message, encoded for its topic."""
-        grants = self.grants_for(topic)
-        if not grants:
-            return []
-        event: dict[str, Any] = self._decode(value, value_context(topic))
-        return [
-            (g, self._encoders[g.grant_id](apply_grant(event, g), value_context(g.topic)))
-            for g in grants
+    def route(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        now: dt.datetime | None = None,
+    ) -> Routing:
+        """What one source record leads to."""
+        now = now or dt.datetime.now(dt.UTC)
+        routing = Routing()
+        source: Headers = [
+            ("xbus-source-topic", _header(topic)),
+            ("xbus-source-partition", _header(partition)),
+            ("xbus-source-offset", _header(offset)),
         ]
+        try:
+            event = self._decoder.decode(value)
+        except Undecodable as exc:
+            routing.dead_letters.append(self._dead_letter(key, value, exc.reason, str(exc), source))
+            return routing
+        snapshot = self._policy()
+        grants = snapshot.grants.get(topic, ())
+        event_id = str(event["event_id"])
+        op = str(event["op"])
+        cel_event: dict[str, Any] | None = None
+        for grant in grants:
+            g = grant.grant
+            labels = (g.subscriber, grant.dataset.name)
+            decision, reason = "delivered", ""
+            if now < g.valid_from:
+                decision, reason = "denied", "not yet valid"
+            elif g.valid_until is not None and now >= g.valid_until:
+                decision, reason = "expired", f"expired at {g.valid_until.isoformat()}"
+            elif op not in g.operations:
+                decision, reason = "denied", f"operation {op} not granted"
+            elif grant.rows is not None:
+                if cel_event is None:
+                    cel_event = cel_value(event)
+                try:
+                    if grant.rows.execute(cel_event) is not True:
+                        decision, reason = "filtered", "row filter is false"
+                except (KeyError, TypeError, ValueError) as exc:
+                    decision, reason = "filtered", f"row filter failed: {exc}"
+            if decision == "delivered":
+                try:
+                    output = self._deliver(grant, event, key, now, source, event_id, snapshot)
+                except Exception as exc:  # a mask or the encoding failed on this record
+                    routing.dead_letters.append(
+                        self._dead_letter(
+                            key,
+                            value,
+                            "transform_failed",
+                            f"grant {g.grant} v{grant.version}: {exc}",
+                            [*source, ("xbus-grant-id", _header(g.grant))],
+                        )
+                    )
+                    decision, reason = "dead_letter", str(exc)
+                else:
+                    routing.deliveries.append((grant, output))
+                    for mask in grant.masks:
+                        MASKS_APPLIED.labels(*labels, mask.split(":", 1)[1]).inc()
+            elif decision == "filtered":
+                EVENTS_FILTERED.labels(*labels).inc()
+            else:
+                EVENTS_DENIED.labels(*labels, decision if decision == "expired" else reason).inc()
+            routing.audit.append(
+                Output(
+                    AUDIT_TOPIC,
+                    event_id.encode(),
+                    json.dumps(
+                        {
+                            "event_id": event_id,
+                            "department": event["department"],
+                            "dataset": event["dataset"],
+                            "op": op,
+                            "subscriber": g.subscriber,
+                            "grant": g.grant,
+                            "version": grant.version,
+                            "decision": decision,
+                            "reason": reason,
+                            "masks": list(grant.masks) if decision == "delivered" else [],
+                            "source": {"topic": topic, "partition": partition, "offset": offset},
+                            "at": now.isoformat(),
+                        },
+                        ensure_ascii=False,
+                    ).encode(),
+                )
+            )
+        return routing
+
+    def _deliver(
+        self,
+        grant: CompiledGrant,
+        event: dict[str, Any],
+        key: bytes | None,
+        now: dt.datetime,
+        source: Headers,
+        event_id: str,
+        tables: PolicySnapshot,
+    ) -> Output:
+        op = str(event["op"])
+        view = {
+            **event,
+            "event_id": event_id,
+            "before": grant.transform(event["before"], op, now, tables),
+            "after": grant.transform(event["after"], op, now, tables),
+        }
+        encoder, record_name = self._encoders(grant)
+        value = encoder.encode(with_union_branches(view, record_name))
+        headers = [
+            ("xbus-event-id", _header(event_id)),
+            ("xbus-grant-id", _header(grant.grant.grant)),
+            ("xbus-grant-version", _header(grant.version)),
+            *source,
+        ]
+        return Output(grant.topic, key, value, headers)
+
+    def _dead_letter(
+        self, key: bytes | None, value: bytes | None, reason: str, detail: str, source: Headers
+    ) -> Output:
+        DEAD_LETTERS.labels(reason).inc()
+        return Output(
+            DEAD_LETTER_TOPIC,
+            key,
+            value,
+            [
+                ("xbus-dlq-reason", _header(reason)),
+                ("xbus-dlq-error", _header(detail)[:1000]),
+                *source,
+            ],
+        )
 
 
 def _credentials(settings: BusSettings) -> faust.SASLCredentials | None:
@@ -72,11 +303,19 @@ def _credentials(settings: BusSettings) -> faust.SASLCredentials | None:
 
 def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App:
     """The Faust app of one engine worker (``xbus run engine`` runs it in a ``faust.Worker``)."""
-    engine = PolicyEngine(settings)
+    catalog = Catalog.load(settings.schemas_dir)
+    registry = registry_client(settings)
     # Faust cannot subscribe by pattern, so the engine subscribes to the topic of every
     # dataset in the catalog, creating any that no department has published to yet.
-    source_topics = sorted(d.topic for d in engine.catalog)
-    ensure_topics(settings, {t: 3 for t in source_topics} | {g.topic: 3 for g in engine.grants})
+    source_topics = sorted(d.topic for d in catalog)
+    ensure_topics(
+        settings,
+        {t: 3 for t in source_topics} | {AUDIT_TOPIC: 3, DEAD_LETTER_TOPIC: 1, GRANTS_TOPIC: 1},
+        config={GRANTS_TOPIC: {"cleanup.policy": "compact"}},
+    )
+    state = PolicyState(settings, catalog)
+    state.start()
+    engine = PolicyEngine(state.snapshot, WriterSchemas(registry), ViewEncoders(registry))
     app = faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
@@ -88,22 +327,35 @@ def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App
         producer_acks=-1,
     )
     sources = app.topic(*source_topics, key_serializer="raw", value_serializer="raw")
-    outputs = {
-        g.grant_id: app.topic(g.topic, key_serializer="raw", value_serializer="raw")
-        for g in engine.grants
-    }
+    outputs: dict[str, faust.TopicT] = {}
+
+    def topic(name: str) -> faust.TopicT:
+        found = outputs.get(name)
+        if found is None:
+            found = outputs[name] = app.topic(name, key_serializer="raw", value_serializer="raw")
+        return found
 
     @app.agent(sources)
     async def apply_grants(stream: faust.StreamT[bytes]) -> None:
+        if not state.caught_up.wait(60):
+            log.warning("grants not read to their end within 60s; going on with what is known")
         async for event in stream.events():
+            started = time.perf_counter()
             message = event.message
-            pending = []
-            for grant, encoded in engine.route(message.topic, event.value):
-                pending.append(
-                    (grant, await outputs[grant.grant_id].send(key=event.key, value=encoded))
-                )
-            for grant, sent in pending:
+            routing = engine.route(
+                message.topic, message.partition, message.offset, event.key, event.value
+            )
+            missing = {o.topic for _, o in routing.deliveries} - outputs.keys()
+            if missing:
+                ensure_topics(settings, {t: 3 for t in missing})
+            pending = [
+                await topic(o.topic).send(key=o.key, value=o.value, headers=o.headers)
+                for o in routing.outputs
+            ]
+            for sent in pending:
                 await sent  # acknowledged by Kafka before the offset may move on
-                EVENTS_DELIVERED.labels(grant.subscriber, grant.dataset, "topic").inc()
+            for grant, _ in routing.deliveries:
+                EVENTS_DELIVERED.labels(grant.grant.subscriber, grant.dataset.name, "topic").inc()
+            ENGINE_LATENCY.observe(time.perf_counter() - started)
 
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_PUBLISHED = Counter(
     "xbus_events_published_total",
@@ -27,6 +27,41 @@ EVENTS_DELIVERED = Counter(
     "Events delivered to a subscriber: written to its topic by the engine (connector=topic) "
     "or handed to its endpoint by a connector.",
     ["subscriber", "dataset", "connector"],
+)
+EVENTS_FILTERED = Counter(
+    "xbus_events_filtered_total",
+    "Events a grant's row filter kept from its subscriber.",
+    ["subscriber", "dataset"],
+)
+EVENTS_DENIED = Counter(
+    "xbus_events_denied_total",
+    "Events a grant did not cover: operation not granted, not yet valid, or expired.",
+    ["subscriber", "dataset", "reason"],
+)
+MASKS_APPLIED = Counter(
+    "xbus_masks_applied_total",
+    "Field values masked on their way to a subscriber.",
+    ["subscriber", "dataset", "mask"],
+)
+DEAD_LETTERS = Counter(
+    "xbus_dead_letters_total",
+    "Records the engine could not process, sent to the dead-letter topic.",
+    ["reason"],
+)
+ENGINE_LATENCY = Histogram(
+    "xbus_engine_processing_seconds",
+    "Time the engine spends on one source event, from receiving it to its writes being "
+    "acknowledged.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+GRANTS_IN_FORCE = Gauge(
+    "xbus_grants_in_force",
+    "Grants applied and valid now.",
+)
+GRANT_EXPIRY = Gauge(
+    "xbus_grant_seconds_until_expiry",
+    "Seconds until a grant's valid_until (negative once expired).",
+    ["grant", "subscriber", "dataset"],
 )
 END_TO_END_LATENCY = Histogram(
     "xbus_end_to_end_latency_seconds",

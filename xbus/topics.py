@@ -18,6 +18,7 @@ SOURCE_PATTERN = r"^gov\..*"
 GRANTS_TOPIC = "_xbus.grants"
 AUDIT_TOPIC = "_xbus.audit"
 DEAD_LETTER_TOPIC = "_xbus.dead-letters"
+REFERENCE_PREFIX = "_xbus.reference."
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
