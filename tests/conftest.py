@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -64,7 +64,7 @@ def _docker_answers() -> bool:
         return False
 
 
-def _from_containers() -> Iterator[Bus]:
+def _from_containers() -> Generator[Bus, None, None]:
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
     from testcontainers.kafka import KafkaContainer
@@ -85,7 +85,7 @@ def _from_containers() -> Iterator[Bus]:
             )
 
 
-def _from_launcher() -> Iterator[Bus]:
+def _from_launcher() -> Generator[Bus, None, None]:
     from deploy.stack import LocalStack
 
     stack = LocalStack.ephemeral()
@@ -153,3 +153,18 @@ def registered(bus: Bus) -> Bus:
 
     register_catalog(Catalog.load(bus.settings.schemas_dir), registry_client(bus.settings))
     return bus
+
+
+@pytest.fixture(scope="session")
+def granted(registered: Bus) -> Bus:
+    """The bus with the demo grants of ``grants/`` in force and the districts table set."""
+    from producers.demodata import DISTRICTS
+    from streams.grant_files import apply_grants
+    from streams.state import set_reference_table
+    from xbus.catalog import Catalog
+    from xbus.settings import REPO_ROOT
+
+    catalog = Catalog.load(registered.settings.schemas_dir)
+    apply_grants(registered.settings, catalog, [REPO_ROOT / "grants"])
+    set_reference_table(registered.settings, "districts", DISTRICTS)
+    return registered

@@ -12,13 +12,17 @@ import pytest
 
 from producers.demodata import DemoData
 from producers.publisher import Publisher
-from streams.grant import TAX_BUREAU_LICENCES
 from tests.conftest import Bus
+from tests.grant_helpers import load_grant
 from tests.integration.components import component, metrics_port, wait_for
 from tests.integration.kafka_reading import read_events
 from xbus.envelope import Op
+from xbus.settings import REPO_ROOT
 
 pytestmark = pytest.mark.broker
+
+TAX_BUREAU = load_grant(REPO_ROOT / "grants/tax_bureau/business_licence.yaml")
+TAX_TOPIC = "deliver.tax_bureau.business_licence"
 
 FIELDS_WITHHELD = sorted(
     {"legal_representative_id", "contact_phone", "business_scope", "status", "issued_at"}
@@ -35,10 +39,8 @@ def _lines_with(path: Path, event_id: str) -> list[dict]:  # type: ignore[type-a
     ]
 
 
-def test_a_published_licence_reaches_the_tax_bureau_projected(
-    registered: Bus, tmp_path: Path
-) -> None:
-    bus = registered
+def test_a_published_licence_reaches_the_tax_bureau_projected(granted: Bus, tmp_path: Path) -> None:
+    bus = granted
     licence = DemoData(seed=7).business_licence()
     with Publisher("market_regulation", system="e2e-test", settings=bus.settings) as publisher:
         event_id = publisher.publish_sync("business_licence", Op.CREATE, after=licence).event_id
@@ -72,7 +74,7 @@ def test_a_published_licence_reaches_the_tax_bureau_projected(
             str(metrics_port()),
         ),
     ):
-        target = out / "business_licence.jsonl"
+        target = out / "tax_bureau" / "business_licence.jsonl"
         [received] = wait_for(
             lambda: _lines_with(target, event_id), 90, f"event {event_id} in {target}"
         )
@@ -80,7 +82,7 @@ def test_a_published_licence_reaches_the_tax_bureau_projected(
 
     assert received["op"] == "CREATE"
     assert received["before"] is None
-    assert sorted(received["after"]) == sorted(TAX_BUREAU_LICENCES.fields)
+    assert sorted(received["after"]) == sorted(TAX_BUREAU.fields)
     assert received["after"]["credit_code"] == licence["credit_code"]
     assert received["after"]["registered_capital"] == str(licence["registered_capital"])
     assert received["after"]["established_on"] == licence["established_on"].isoformat()
@@ -96,16 +98,14 @@ def test_a_published_licence_reaches_the_tax_bureau_projected(
     assert delivered and float(delivered[0].rsplit(" ", 1)[1]) >= 1
 
 
-def test_a_plain_avro_consumer_decodes_the_subscriber_topic(
-    registered: Bus, tmp_path: Path
-) -> None:
+def test_a_plain_avro_consumer_decodes_the_subscriber_topic(granted: Bus, tmp_path: Path) -> None:
     """What the engine writes decodes with stock confluent-kafka tools and the registry URL."""
     licence = DemoData(seed=11).business_licence()
-    with Publisher("market_regulation", system="e2e-test", settings=registered.settings) as p:
+    with Publisher("market_regulation", system="e2e-test", settings=granted.settings) as p:
         event_id = p.publish_sync("business_licence", Op.CREATE, after=licence).event_id
 
     with component(
-        registered,
+        granted,
         tmp_path,
         "engine",
         "engine",
@@ -116,9 +116,9 @@ def test_a_plain_avro_consumer_decodes_the_subscriber_topic(
         "--metrics-port",
         "0",
     ):
-        found = read_events(registered.settings, TAX_BUREAU_LICENCES.topic, {event_id}, 90)
+        found = read_events(granted.settings, TAX_TOPIC, {event_id}, 90)
 
-    assert event_id in found, f"event {event_id} never reached {TAX_BUREAU_LICENCES.topic}"
+    assert event_id in found, f"event {event_id} never reached {TAX_TOPIC}"
     key, event = found[event_id]
     assert key == licence["credit_code"].encode()
     assert event["after"]["name"] == licence["name"]

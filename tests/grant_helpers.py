@@ -1,0 +1,25 @@
+"""Reading grant files in tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streams.grants import Grant, GrantFile, parse_grant, read_grant_file
+from streams.policy import CompiledGrant, check_and_compile
+from xbus.catalog import Catalog
+
+
+def load_grant(path: Path) -> Grant:
+    """The grant in ``path``; fails the test with the problems if it is not valid."""
+    file = read_grant_file(path)
+    assert isinstance(file, GrantFile), file
+    grant = parse_grant(file)
+    assert isinstance(grant, Grant), grant
+    return grant
+
+
+def compile_grant(grant: Grant, catalog: Catalog, version: int = 1) -> CompiledGrant:
+    """The compiled grant; fails the test with the problems if it does not compile."""
+    compiled = check_and_compile(grant, catalog, version)
+    assert isinstance(compiled, CompiledGrant), compiled
+    return compiled
