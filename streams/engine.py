@@ -37,6 +37,7 @@ from xbus.envelope import record_full_name, with_union_branches
 from xbus.metrics import (
     DEAD_LETTERS,
     ENGINE_LATENCY,
+    ENGINE_PARTITIONS,
     EVENTS_DELIVERED,
     EVENTS_DENIED,
     EVENTS_FILTERED,
@@ -334,6 +335,11 @@ def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App
         if found is None:
             found = outputs[name] = app.topic(name, key_serializer="raw", value_serializer="raw")
         return found
+
+    @app.on_partitions_assigned.connect
+    async def count_partitions(_: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        ENGINE_PARTITIONS.set(sum(1 for tp in assigned if tp.topic in source_topics))
 
     @app.agent(sources)
     async def apply_grants(stream: faust.StreamT[bytes]) -> None:

@@ -9,12 +9,13 @@ to, a tombstone removes it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from streams.policy import CompiledGrant, check_and_compile
 from xbus.admin import ensure_topics
 from xbus.catalog import Catalog
 from xbus.errors import XbusError
+from xbus.metrics import GRANT_EXPIRY, GRANT_VERSION, GRANTS_IN_FORCE
 from xbus.settings import BusSettings
 from xbus.topics import GRANTS_TOPIC, REFERENCE_PREFIX
 
@@ -82,7 +84,6 @@ class PolicyState:
         self._snapshot = PolicySnapshot({}, {})
         self._stop = threading.Event()
         self.caught_up = threading.Event()
-        self._changes = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="policy-state", daemon=True)
 
     def start(self) -> None:
@@ -166,14 +167,34 @@ class PolicyState:
             by_topic.setdefault(compiled.dataset.topic, []).append(compiled)
         tables = {name: dict(rows) for name, rows in self._tables.items()}
         self._snapshot = PolicySnapshot({t: tuple(g) for t, g in by_topic.items()}, tables)
-        with self._changes:
-            self._changes.notify_all()
+        _publish_metrics(self._snapshot)
 
     def stop(self) -> None:
         """Stop following."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
+
+
+def _seconds_until(moment: dt.datetime) -> Callable[[], float]:
+    return lambda: (moment - dt.datetime.now(dt.UTC)).total_seconds()
+
+
+def _publish_metrics(snapshot: PolicySnapshot) -> None:
+    """Grants in force, each grant's version and the seconds until it expires."""
+    GRANT_VERSION.clear()
+    GRANT_EXPIRY.clear()
+    grants = snapshot.all_grants
+    GRANTS_IN_FORCE.set_function(
+        lambda: sum(g.grant.in_force(dt.datetime.now(dt.UTC)) for g in grants)
+    )
+    for compiled in grants:
+        g = compiled.grant
+        labels = (g.grant, g.subscriber, g.dataset)
+        GRANT_VERSION.labels(*labels).set(compiled.version)
+        until = g.valid_until
+        if until is not None:
+            GRANT_EXPIRY.labels(*labels).set_function(_seconds_until(until))
 
 
 def current_grants(settings: BusSettings, timeout: float = 30.0) -> dict[str, tuple[Grant, int]]:

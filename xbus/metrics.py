@@ -54,9 +54,18 @@ ENGINE_LATENCY = Histogram(
     "acknowledged.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+ENGINE_PARTITIONS = Gauge(
+    "xbus_engine_assigned_partitions",
+    "Source-topic partitions assigned to this engine worker.",
+)
 GRANTS_IN_FORCE = Gauge(
     "xbus_grants_in_force",
     "Grants applied and valid now.",
+)
+GRANT_VERSION = Gauge(
+    "xbus_grant_version",
+    "The version of each grant this worker applies.",
+    ["grant", "subscriber", "dataset"],
 )
 GRANT_EXPIRY = Gauge(
     "xbus_grant_seconds_until_expiry",
