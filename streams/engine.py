@@ -337,7 +337,7 @@ def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App
         return found
 
     @app.on_partitions_assigned.connect
-    async def count_partitions(_: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def count_partitions(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
         ENGINE_PARTITIONS.set(sum(1 for tp in assigned if tp.topic in source_topics))
 
