@@ -9,12 +9,13 @@ source, with headers naming the event, the grant and version, and the source coo
 Every decision is also written to the audit topic; what cannot be decoded or masked goes to
 the dead-letter topic with its reason and original bytes, and the stream goes on.
 
-At least once: the Faust agent finishes with an event, and so lets its offset be
-committed, only after Kafka acknowledged every write made for it.
+At least once: the Faust agent finishes with a batch of events, and so lets their offsets
+be committed, only after Kafka acknowledged every write made for them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
@@ -50,6 +51,8 @@ from xbus.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, GRANTS_TOPIC, value_subj
 log = logging.getLogger(__name__)
 
 ENGINE_GROUP = "xbus-engine"
+BATCH = 500
+BATCH_WAIT = 0.01
 Headers = list[tuple[str, bytes]]
 
 
@@ -343,25 +346,36 @@ def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App
 
     @app.agent(sources)
     async def apply_grants(stream: faust.StreamT[bytes]) -> None:
-        if not state.caught_up.wait(60):
+        deadline = time.monotonic() + 60
+        while not state.caught_up.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if not state.caught_up.is_set():
             log.warning("grants not read to their end within 60s; going on with what is known")
-        async for event in stream.events():
+        # Events are taken in small batches: every write of a batch is sent, then all are
+        # awaited, and only then does Faust acknowledge the batch's events (at least once,
+        # without waiting for Kafka once per event).
+        batches = cast(faust.Stream[bytes], stream).take_events(BATCH, within=BATCH_WAIT)
+        async for events in batches:
             started = time.perf_counter()
-            message = event.message
-            routing = engine.route(
-                message.topic, message.partition, message.offset, event.key, event.value
-            )
-            missing = {o.topic for _, o in routing.deliveries} - outputs.keys()
+            routings = [
+                engine.route(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+                for e in events
+            ]
+            missing = {o.topic for r in routings for _, o in r.deliveries} - outputs.keys()
             if missing:
                 ensure_topics(settings, {t: 3 for t in missing})
             pending = [
                 await topic(o.topic).send(key=o.key, value=o.value, headers=o.headers)
-                for o in routing.outputs
+                for r in routings
+                for o in r.outputs
             ]
-            for sent in pending:
-                await sent  # acknowledged by Kafka before the offset may move on
-            for grant, _ in routing.deliveries:
-                EVENTS_DELIVERED.labels(grant.grant.subscriber, grant.dataset.name, "topic").inc()
-            ENGINE_LATENCY.observe(time.perf_counter() - started)
+            await asyncio.gather(*pending)  # acknowledged by Kafka before the offsets move on
+            elapsed = time.perf_counter() - started
+            for routing in routings:
+                for grant, _ in routing.deliveries:
+                    EVENTS_DELIVERED.labels(
+                        grant.grant.subscriber, grant.dataset.name, "topic"
+                    ).inc()
+                ENGINE_LATENCY.observe(elapsed)
 
     return app
