@@ -28,9 +28,11 @@ run: install
 test: install
 	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Publishing throughput of the SDK next to raw confluent-kafka (docs/publishing.md).
+# Publishing throughput of the SDK next to raw confluent-kafka (docs/publishing.md), and the
+# engine next to a raw passthrough (docs/grants.md), each on a throw-away stack of its own.
 bench: install
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_publish.py $(BENCH_ARGS)
+	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_engine.py $(BENCH_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

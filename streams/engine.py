@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import fastavro
 import faust
+from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from streams.policy import CompiledGrant, cel_value
@@ -35,6 +36,7 @@ from streams.state import PolicySnapshot, PolicyState
 from xbus.admin import ensure_topics
 from xbus.catalog import Catalog
 from xbus.envelope import record_full_name, with_union_branches
+from xbus.errors import XbusError
 from xbus.metrics import (
     DEAD_LETTERS,
     ENGINE_LATENCY,
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 ENGINE_GROUP = "xbus-engine"
 BATCH = 500
 BATCH_WAIT = 0.01
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ class PolicyEngine:
         event_id = str(event["event_id"])
         op = str(event["op"])
         cel_event: dict[str, Any] | None = None
+        decisions: list[dict[str, Any]] = []
         for grant in grants:
             g = grant.grant
             labels = (g.subscriber, grant.dataset.name)
@@ -223,6 +226,17 @@ class PolicyEngine:
                 EVENTS_FILTERED.labels(*labels).inc()
             else:
                 EVENTS_DENIED.labels(*labels, decision if decision == "expired" else reason).inc()
+            decisions.append(
+                {
+                    "subscriber": g.subscriber,
+                    "grant": g.grant,
+                    "version": grant.version,
+                    "decision": decision,
+                    "reason": reason,
+                    "masks": list(grant.masks) if decision == "delivered" else [],
+                }
+            )
+        if decisions:
             routing.audit.append(
                 Output(
                     AUDIT_TOPIC,
@@ -233,14 +247,9 @@ class PolicyEngine:
                             "department": event["department"],
                             "dataset": event["dataset"],
                             "op": op,
-                            "subscriber": g.subscriber,
-                            "grant": g.grant,
-                            "version": grant.version,
-                            "decision": decision,
-                            "reason": reason,
-                            "masks": list(grant.masks) if decision == "delivered" else [],
                             "source": {"topic": topic, "partition": partition, "offset": offset},
                             "at": now.isoformat(),
+                            "decisions": decisions,
                         },
                         ensure_ascii=False,
                     ).encode(),
@@ -291,6 +300,41 @@ class PolicyEngine:
         )
 
 
+class OutputWriter:
+    """Writes a batch's outputs with librdkafka (idempotent, acks=all) and returns once Kafka
+    acknowledged them all; raises if any was refused, so the batch is not acknowledged."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self._producer = Producer(settings.producer_config(**{"linger.ms": 2}))
+        self._failures: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()}: {err.str()}")
+
+    def write(self, outputs: list[Output]) -> None:
+        for o in outputs:
+            while True:
+                try:
+                    self._producer.produce(
+                        o.topic,
+                        key=o.key,
+                        value=o.value,
+                        headers=o.headers,
+                        on_delivery=self._on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.01)
+        remaining = self._producer.flush(120)
+        failures, self._failures = self._failures, []
+        if remaining or failures:
+            raise XbusError(
+                f"{remaining} write(s) unacknowledged and {len(failures)} refused "
+                f"({'; '.join(failures[:3])}); the batch will be processed again"
+            )
+
+
 def _credentials(settings: BusSettings) -> faust.SASLCredentials | None:
     """Faust's form of the bus's SASL settings (the same ones librdkafka clients get)."""
     if not settings.sasl_mechanism:
@@ -331,13 +375,8 @@ def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App
         producer_acks=-1,
     )
     sources = app.topic(*source_topics, key_serializer="raw", value_serializer="raw")
-    outputs: dict[str, faust.TopicT] = {}
-
-    def topic(name: str) -> faust.TopicT:
-        found = outputs.get(name)
-        if found is None:
-            found = outputs[name] = app.topic(name, key_serializer="raw", value_serializer="raw")
-        return found
+    writer = OutputWriter(settings)
+    known_topics: set[str] = set()
 
     @app.on_partitions_assigned.connect
     async def count_partitions(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -361,15 +400,13 @@ def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App
                 engine.route(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
                 for e in events
             ]
-            missing = {o.topic for r in routings for _, o in r.deliveries} - outputs.keys()
+            missing = {o.topic for r in routings for _, o in r.deliveries} - known_topics
             if missing:
                 ensure_topics(settings, {t: 3 for t in missing})
-            pending = [
-                await topic(o.topic).send(key=o.key, value=o.value, headers=o.headers)
-                for r in routings
-                for o in r.outputs
-            ]
-            await asyncio.gather(*pending)  # acknowledged by Kafka before the offsets move on
+                known_topics.update(missing)
+            loop = asyncio.get_running_loop()
+            # Acknowledged by Kafka before the offsets move on; the wait runs off the event loop.
+            await loop.run_in_executor(None, writer.write, [o for r in routings for o in r.outputs])
             elapsed = time.perf_counter() - started
             for routing in routings:
                 for grant, _ in routing.deliveries:
