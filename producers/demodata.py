@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import random
 from typing import Any
 
@@ -15,21 +16,15 @@ from faker import Faker
 
 from xbus.catalog import Dataset
 from xbus.identifiers import credit_code, resident_id
+from xbus.settings import REPO_ROOT
 
 CITY = "杭州市"
 PROVINCE = "浙江省"
-DISTRICTS: dict[str, str] = {
-    "330102": "上城区",
-    "330105": "拱墅区",
-    "330106": "西湖区",
-    "330108": "滨江区",
-    "330109": "萧山区",
-    "330110": "余杭区",
-    "330111": "富阳区",
-    "330112": "临安区",
-    "330113": "临平区",
-    "330114": "钱塘区",
-}
+# The city's districts (administrative division code: name), also the demo's reference
+# table for lookups.
+DISTRICTS: dict[str, str] = json.loads(
+    (REPO_ROOT / "deploy" / "reference" / "districts.json").read_text(encoding="utf-8")
+)
 ENTERPRISE_TYPES = (
     "有限责任公司(自然人投资或控股)",
     "有限责任公司(自然人独资)",
