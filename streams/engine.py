@@ -24,7 +24,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import fastavro
 import faust
@@ -89,6 +89,12 @@ class Undecodable(Exception):
         self.reason = reason
 
 
+class EventDecoder(Protocol):
+    """Turns a source record's bytes into a change event, or raises ``Undecodable``."""
+
+    def decode(self, value: bytes | None) -> dict[str, Any]: ...
+
+
 class WriterSchemas:
     """Writer schemas by id, fetched from the registry and parsed once each."""
 
@@ -151,7 +157,7 @@ class PolicyEngine:
     def __init__(
         self,
         policy: Callable[[], PolicySnapshot],
-        decoder: WriterSchemas,
+        decoder: EventDecoder,
         encoders: ViewEncoders,
     ) -> None:
         self._policy = policy

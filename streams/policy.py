@@ -21,6 +21,7 @@ import cel
 
 from streams.grants import FieldRule, Grant, GrantProblem
 from streams.masks import Nullify, base_type, kind_of
+from xbus.avro_names import PRIMITIVES, NamedTypes, full_name
 from xbus.catalog import Catalog, Dataset
 from xbus.envelope import envelope_schema
 from xbus.errors import CatalogError
@@ -31,7 +32,6 @@ Step = Callable[[dict[str, Any], dict[str, Any]], None]
 RECORD_VARIABLES = {"record", "op", "now"}
 EVENT_VARIABLES = {"op", "before", "after", "ts_ms", "department", "dataset", "source"}
 _POSITION = re.compile(r"<input>:(\d+):(\d+)")
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
 def cel_value(value: Any) -> Any:
@@ -71,56 +71,23 @@ def compile_cel(source: str, allowed: set[str], where: str) -> tuple[Any, str | 
     return program, None
 
 
-class _Names:
-    """The named types a dataset schema defines, by full name."""
-
-    def __init__(self, schema: dict[str, Any]) -> None:
-        self.types: dict[str, dict[str, Any]] = {}
-        self._walk(schema, schema.get("namespace", ""))
-
-    def full(self, name: str, namespace: str) -> str:
-        return name if "." in name else f"{namespace}.{name}" if namespace else name
-
-    def _walk(self, t: Any, namespace: str) -> None:
-        if isinstance(t, list):
-            for branch in t:
-                self._walk(branch, namespace)
-        elif isinstance(t, dict):
-            kind = t.get("type")
-            if kind in ("record", "enum", "fixed"):
-                full = self.full(t["name"], t.get("namespace", namespace))
-                self.types[full] = t
-                inner = full.rsplit(".", 1)[0]
-                for f in t.get("fields", []):
-                    self._walk(f["type"], inner)
-            elif kind == "array":
-                self._walk(t["items"], namespace)
-            elif kind == "map":
-                self._walk(t["values"], namespace)
-            elif isinstance(kind, dict | list):
-                self._walk(kind, namespace)
-
-    def resolve(self, t: Any, namespace: str) -> Any:
-        if isinstance(t, str) and t not in _PRIMITIVES:
-            return self.types.get(self.full(t, namespace), t)
-        return t
-
-
-def _qualified(t: Any, names: _Names, namespace: str, emitted: set[str]) -> Any:
+def _qualified(t: Any, names: NamedTypes, namespace: str, emitted: set[str]) -> Any:
     """A copy of type ``t`` with every named type under its full original name, defined
     once in the view and referred to by name after that."""
     if isinstance(t, list):
         return [_qualified(b, names, namespace, emitted) for b in t]
     if isinstance(t, str):
-        if t in _PRIMITIVES:
+        if t in PRIMITIVES:
             return t
-        full = names.full(t, namespace)
+        full = full_name(t, namespace)
         if full in emitted:
             return full
-        return _qualified(names.types[full], names, namespace, emitted)
+        definition = names.lookup(t, namespace)
+        assert definition is not None, f"unknown Avro type {t}"
+        return _qualified(definition, names, namespace, emitted)
     kind = t.get("type")
     if kind in ("record", "enum", "fixed"):
-        full = names.full(t["name"], t.get("namespace", namespace))
+        full = full_name(t["name"], t.get("namespace", namespace))
         if full in emitted:
             return full
         emitted.add(full)
@@ -146,7 +113,7 @@ class _Builder:
 
     grant: Grant
     dataset: Dataset
-    names: _Names
+    names: NamedTypes
     problems: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
     masks: list[str] = field(default_factory=list)
     emitted: set[str] = field(default_factory=set)
@@ -157,9 +124,9 @@ class _Builder:
         rules = self.grant.fields
         fields: list[dict[str, Any]] = []
         steps: list[Step] = []
-        inner_space = self.names.full(schema["name"], schema.get("namespace", namespace)).rsplit(
-            ".", 1
-        )[0]
+        inner_space = full_name(schema["name"], schema.get("namespace", namespace)).rsplit(".", 1)[
+            0
+        ]
         for f in schema["fields"]:
             path = f"{prefix}{f['name']}"
             whole = path in selected
@@ -168,7 +135,9 @@ class _Builder:
                 continue
             rule = rules.get(path) or FieldRule.model_validate({})
             out_name = rule.rename or f["name"]
-            ftype = self.names.resolve(base_type(f["type"]), inner_space)
+            ftype = base_type(f["type"])
+            if isinstance(ftype, str) and ftype not in PRIMITIVES:
+                ftype = self.names.lookup(ftype, inner_space) or ftype
             optional = isinstance(f["type"], list) and "null" in f["type"]
             is_record = isinstance(ftype, dict) and ftype.get("type") == "record"
             if is_record and nested and rule.mask is None:
@@ -365,7 +334,7 @@ def check_and_compile(
                     f"{dataset.qualified_name} (its fields: {', '.join(near)})",
                 )
             )
-    names = _Names(dataset.schema)
+    names = NamedTypes(dataset.schema)
     builder = _Builder(grant, dataset, names)
     selected = {p for p in grant.fields if p in known}
     fields, steps = builder.record(

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from xbus.avro_names import PRIMITIVES, NamedTypes
+
 _PROMOTIONS = {
     ("int", "long"),
     ("int", "float"),
@@ -24,7 +26,6 @@ _PROMOTIONS = {
     ("string", "bytes"),
     ("bytes", "string"),
 }
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
 @dataclass(frozen=True)
@@ -39,48 +40,24 @@ class Incompatibility:
         return f"{self.path or '(record)'}: {self.message} [{self.rule}]"
 
 
-class _Names:
-    """The named types of one schema, by full and short name."""
-
-    def __init__(self, schema: Any) -> None:
-        self.types: dict[str, dict[str, Any]] = {}
-        self._collect(schema, "")
-
-    def _collect(self, schema: Any, namespace: str) -> None:
-        if isinstance(schema, list):
-            for branch in schema:
-                self._collect(branch, namespace)
-        elif isinstance(schema, dict):
-            kind = schema.get("type")
-            if kind in ("record", "enum", "fixed"):
-                name = schema["name"]
-                space = schema.get("namespace", namespace)
-                full = name if "." in name else f"{space}.{name}" if space else name
-                self.types[full] = schema
-                self.types.setdefault(name.rsplit(".", 1)[-1], schema)
-                inner = full.rsplit(".", 1)[0] if "." in full else ""
-                for f in schema.get("fields", []):
-                    self._collect(f["type"], inner)
-            elif kind == "array":
-                self._collect(schema["items"], namespace)
-            elif kind == "map":
-                self._collect(schema["values"], namespace)
-            elif isinstance(kind, dict | list):
-                self._collect(kind, namespace)
-
-    def resolve(self, schema: Any) -> Any:
-        if isinstance(schema, str) and schema not in _PRIMITIVES:
-            found = self.types.get(schema) or self.types.get(schema.rsplit(".", 1)[-1])
-            return found if found is not None else schema
-        if (
-            isinstance(schema, dict)
-            and isinstance(schema.get("type"), dict | list | str)
-            and (schema["type"] not in ("record", "enum", "fixed", "array", "map"))
-        ):
-            if isinstance(schema["type"], str) and schema["type"] in _PRIMITIVES:
-                return schema
-            return self.resolve(schema["type"])
-        return schema
+def _resolve(names: NamedTypes, schema: Any) -> Any:
+    """A named type's definition for its name; the inner type of a wrapper like
+    ``{"type": "string"}``; any other type as it is."""
+    if isinstance(schema, str) and schema not in PRIMITIVES:
+        found = names.lookup(schema)
+        return found if found is not None else schema
+    if isinstance(schema, dict) and schema.get("type") not in (
+        "record",
+        "enum",
+        "fixed",
+        "array",
+        "map",
+    ):
+        inner = schema.get("type")
+        if isinstance(inner, str) and inner in PRIMITIVES:
+            return schema
+        return _resolve(names, inner)
+    return schema
 
 
 def _kind(schema: Any) -> str:
@@ -107,15 +84,15 @@ def _describe(schema: Any) -> str:
 class _Checker:
     def __init__(self, reader: Any, writer: Any, reader_is_new: bool) -> None:
         self.reader_is_new = reader_is_new
-        self.reader_names = _Names(reader)
-        self.writer_names = _Names(writer)
+        self.reader_names = NamedTypes(reader)
+        self.writer_names = NamedTypes(writer)
         self.found: list[Incompatibility] = []
         self._seen: set[tuple[str, str]] = set()
 
     def check(self, reader: Any, writer: Any, path: str) -> bool:
         """Whether ``reader`` reads ``writer``; records why not."""
-        r = self.reader_names.resolve(reader)
-        w = self.writer_names.resolve(writer)
+        r = _resolve(self.reader_names, reader)
+        w = _resolve(self.writer_names, writer)
         rk, wk = _kind(r), _kind(w)
         if wk == "union":
             return all([self._readable_branch(r, b, path) for b in w])
@@ -163,8 +140,8 @@ class _Checker:
             if any(self._quiet(r, branch, path) for r in reader):
                 return True
             # Explain with the branch of the same kind, if there is one.
-            w = self.writer_names.resolve(branch)
-            same = [r for r in reader if _kind(self.reader_names.resolve(r)) == _kind(w)]
+            w = _resolve(self.writer_names, branch)
+            same = [r for r in reader if _kind(_resolve(self.reader_names, r)) == _kind(w)]
             if same:
                 return self.check(same[0], branch, path)
             return self._add(

@@ -123,7 +123,7 @@ def test_nothing_withheld_masked_or_filtered_reaches_the_subscriber(
     )
     engine = PolicyEngine(
         lambda: PolicySnapshot({DATASET.topic: (grant,)}, {}), _Given(event), ViewEncoders(None)
-    )  # type: ignore[arg-type]
+    )
 
     routing = engine.route(DATASET.topic, 0, 0, b"k", b"ignored", NOW)
 
