@@ -41,6 +41,7 @@ from xbus.catalog import Catalog, Dataset
 from xbus.envelope import Op, change_event, record_full_name, with_union_branches
 from xbus.errors import CatalogError
 from xbus.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, PUBLISH_LATENCY
+from xbus.producing import produce
 from xbus.serde import WireEncoder, registered_schema_id, registry_client
 from xbus.settings import BusSettings, bus_settings
 from xbus.topics import value_subject
@@ -246,13 +247,8 @@ class Publisher:
                     )
                 )
 
-        while True:
-            try:
-                self._producer.produce(dataset.topic, value=value, key=key, on_delivery=on_delivery)
-                return future
-            except BufferError:
-                # The local queue is full: wait for the poller to drain some, then go on.
-                time.sleep(0.005)
+        produce(self._producer, dataset.topic, value, key, on_delivery=on_delivery)
+        return future
 
     def publish(
         self,

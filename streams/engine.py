@@ -46,6 +46,7 @@ from xbus.metrics import (
     EVENTS_FILTERED,
     MASKS_APPLIED,
 )
+from xbus.producing import produce
 from xbus.serde import WireEncoder, registry_client
 from xbus.settings import BusSettings
 from xbus.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, GRANTS_TOPIC, value_subject
@@ -320,18 +321,14 @@ class OutputWriter:
 
     def write(self, outputs: list[Output]) -> None:
         for o in outputs:
-            while True:
-                try:
-                    self._producer.produce(
-                        o.topic,
-                        key=o.key,
-                        value=o.value,
-                        headers=o.headers,
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.01)
+            produce(
+                self._producer,
+                o.topic,
+                o.value,
+                o.key,
+                headers=o.headers,
+                on_delivery=self._on_delivery,
+            )
         remaining = self._producer.flush(120)
         failures, self._failures = self._failures, []
         if remaining or failures:

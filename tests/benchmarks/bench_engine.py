@@ -38,6 +38,7 @@ from xbus.admin import ensure_topics
 from xbus.catalog import Catalog
 from xbus.contracts import register_catalog
 from xbus.envelope import Op, change_event, record_full_name, with_union_branches
+from xbus.producing import produce
 from xbus.serde import WireEncoder, registered_schema_id, registry_client
 from xbus.settings import REPO_ROOT, BusSettings
 from xbus.topics import value_subject
@@ -84,12 +85,7 @@ def _produce(
             delay = started + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        produce(producer, topic, value, key)
         producer.poll(0)
     producer.flush(60)
 
@@ -177,14 +173,7 @@ class Passthrough(threading.Thread):
                     ("xbus-source-offset", str(m.offset()).encode()),
                     ("xbus-source-partition", str(m.partition()).encode()),
                 ]
-                while True:
-                    try:
-                        self.producer.produce(
-                            self.target, key=m.key(), value=m.value(), headers=headers
-                        )
-                        break
-                    except BufferError:
-                        self.producer.poll(0.01)
+                produce(self.producer, self.target, m.value(), m.key(), headers=headers)
             self.producer.flush(60)
             self.consumer.commit(asynchronous=False)
             self.copied += len(batch)

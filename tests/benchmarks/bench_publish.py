@@ -25,6 +25,7 @@ from xbus.admin import ensure_topics
 from xbus.catalog import Catalog
 from xbus.contracts import register_catalog
 from xbus.envelope import Op, change_event
+from xbus.producing import produce
 from xbus.serde import WireEncoder, registry_client
 from xbus.settings import BusSettings
 
@@ -79,12 +80,7 @@ def main() -> None:
             raw.flush()
             started = time.perf_counter()
             for key, value in encoded:
-                while True:
-                    try:
-                        raw.produce(raw_topic, value=value, key=key)
-                        break
-                    except BufferError:
-                        raw.poll(0.005)
+                produce(raw, raw_topic, value, key)
                 raw.poll(0)
             raw.flush()
             raw_rates.append(args.events / (time.perf_counter() - started))
