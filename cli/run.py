@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -30,20 +32,41 @@ def _stop_on_signals() -> threading.Event:
 @app.command()
 def engine(
     metrics_port: MetricsPort = 9102,
-    app_id: Annotated[
-        str, typer.Option(help="Consumer group of the engine workers.")
-    ] = "xbus-engine",
+    app_id: Annotated[str, typer.Option(help="Consumer group of the engine workers.")] = (
+        "xbus-engine"
+    ),
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+    discovery_interval: Annotated[
+        float, typer.Option(help="Seconds between looks for new gov.* topics.")
+    ] = 10.0,
 ) -> None:
-    """The policy engine (a Faust worker): applies grants to gov.* and writes deliver.*."""
+    """The policy engine (a Faust worker): applies grants to gov.* and writes deliver.*.
+    When a new gov.* topic with a registered dataset appears, the worker stops cleanly and
+    starts again in place (same process id) to subscribe to it."""
     import faust
 
     from streams.engine import build_app
 
+    restart = threading.Event()
+
+    def on_new_source(topic: str) -> None:
+        print(f"new source topic {topic}: restarting the worker to subscribe to it", flush=True)
+        restart.set()
+        os.kill(os.getpid(), signal.SIGTERM)  # Faust's own clean shutdown
+
     serve_metrics(metrics_port, bus_settings().metrics_host)
-    faust_app = build_app(bus_settings(), app_id=app_id)
+    faust_app = build_app(
+        bus_settings(),
+        app_id=app_id,
+        on_new_source=on_new_source,
+        discovery_interval=discovery_interval,
+    )
     worker = faust.Worker(faust_app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if restart.is_set():
+            os.execv(sys.executable, [sys.executable, "-m", "cli.main", *sys.argv[1:]])
 
 
 @connector.command("file")

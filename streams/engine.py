@@ -32,6 +32,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from streams.policy import CompiledGrant, cel_value
+from streams.sources import SourceWatcher, engine_catalog
 from streams.state import PolicySnapshot, PolicyState
 from xbus.admin import ensure_topics
 from xbus.catalog import Catalog
@@ -352,12 +353,22 @@ def _credentials(settings: BusSettings) -> faust.SASLCredentials | None:
     )
 
 
-def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App:
-    """The Faust app of one engine worker (``xbus run engine`` runs it in a ``faust.Worker``)."""
-    catalog = Catalog.load(settings.schemas_dir)
+def build_app(
+    settings: BusSettings,
+    *,
+    app_id: str = ENGINE_GROUP,
+    on_new_source: Callable[[str], None] | None = None,
+    discovery_interval: float = 10.0,
+) -> faust.App:
+    """The Faust app of one engine worker (``xbus run engine`` runs it in a ``faust.Worker``).
+
+    Faust cannot subscribe by pattern, so the worker subscribes to the topic of every dataset
+    it knows (its catalog and the registered datasets of existing ``gov.*`` topics, creating
+    the catalog's topics if missing), and calls ``on_new_source(topic)`` when a ``gov.*``
+    topic with a registered dataset appears later: ``xbus run engine`` then restarts the
+    worker in place to subscribe to it."""
     registry = registry_client(settings)
-    # Faust cannot subscribe by pattern, so the engine subscribes to the topic of every
-    # dataset in the catalog, creating any that no department has published to yet.
+    catalog = engine_catalog(settings, Catalog.load(settings.schemas_dir), registry)
     source_topics = sorted(d.topic for d in catalog)
     ensure_topics(
         settings,
@@ -366,6 +377,10 @@ def build_app(settings: BusSettings, *, app_id: str = ENGINE_GROUP) -> faust.App
     )
     state = PolicyState(settings, catalog)
     state.start()
+    if on_new_source is not None:
+        SourceWatcher(
+            settings, catalog, registry, set(source_topics), on_new_source, discovery_interval
+        ).start()
     engine = PolicyEngine(state.snapshot, WriterSchemas(registry), ViewEncoders(registry))
     app = faust.App(
         app_id,

@@ -125,18 +125,32 @@ def load_dataset(path: Path, envelope: dict[str, Any]) -> Dataset:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CatalogError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
-    where = str(path)
+    return dataset_from_schema(
+        schema, envelope, where=str(path), department=path.parent.name, name=path.stem, path=path
+    )
+
+
+def dataset_from_schema(
+    schema: Any,
+    envelope: dict[str, Any],
+    *,
+    where: str,
+    department: str,
+    name: str,
+    path: Path | None = None,
+) -> Dataset:
+    """Check a dataset's record schema and metadata (as found at ``where``, expected to be
+    ``department.name``); errors say what is wrong and where."""
     if not isinstance(schema, dict) or schema.get("type") != "record":
         raise CatalogError(f"{where}: a dataset schema must be an Avro record")
     try:
         fastavro.parse_schema(schema)
     except Exception as exc:  # fastavro raises several unrelated types for a bad schema
         raise CatalogError(f"{where}: not a valid Avro schema: {exc}") from exc
-    department = schema.get("xbus.department")
-    if department != path.parent.name:
+    if schema.get("xbus.department") != department:
         raise CatalogError(
-            f"{where}: xbus.department is {department!r} but the file lies in the folder of "
-            f"{path.parent.name!r}"
+            f"{where}: xbus.department is {schema.get('xbus.department')!r}, but the dataset "
+            f"belongs to {department!r}"
         )
     sharing = schema.get("xbus.sharing")
     if sharing not in SHARING_CLASSES:
@@ -159,7 +173,7 @@ def load_dataset(path: Path, envelope: dict[str, Any]) -> Dataset:
     _classify(schema, "", where, classifications)
     return Dataset(
         department=department,
-        name=path.stem,
+        name=name,
         schema=schema,
         envelope=envelope_schema(schema, envelope),
         business_key=tuple(key),
@@ -176,6 +190,10 @@ class Catalog:
     def __init__(self, datasets: list[Dataset], envelope: dict[str, Any]) -> None:
         self._datasets = {(d.department, d.name): d for d in datasets}
         self.envelope = envelope
+
+    def with_datasets(self, more: list[Dataset]) -> Catalog:
+        """This catalog and ``more``."""
+        return Catalog([*self._datasets.values(), *more], self.envelope)
 
     @classmethod
     def load(cls, schemas_dir: Path) -> Catalog:

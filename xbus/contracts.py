@@ -14,6 +14,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from xbus.catalog import Catalog, Dataset
 from xbus.compatibility import Incompatibility, mode_problems
+from xbus.envelope import record_of
 from xbus.errors import CatalogError, XbusError
 from xbus.serde import registered_schema_id
 from xbus.topics import value_subject
@@ -47,13 +48,6 @@ class Registration:
     changed: bool
 
 
-def _record_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    """The dataset record inside a registered envelope (the ``before`` branch)."""
-    before = next(f for f in envelope["fields"] if f["name"] == "before")
-    record: dict[str, Any] = before["type"][1]
-    return record
-
-
 def registered_records(
     registry: SchemaRegistryClient, subject: str
 ) -> list[tuple[int, dict[str, Any]]]:
@@ -68,7 +62,7 @@ def registered_records(
     found = []
     for version in sorted(versions):
         registered = registry.get_version(subject, version)
-        found.append((version, _record_of(json.loads(registered.schema.schema_str or "{}"))))
+        found.append((version, record_of(json.loads(registered.schema.schema_str or "{}"))))
     return found
 
 

@@ -48,6 +48,13 @@ def load_envelope(path: Path) -> dict[str, Any]:
     return template
 
 
+def record_of(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The dataset record inside a dataset's envelope schema (the ``before`` branch)."""
+    before = next(f for f in envelope["fields"] if f["name"] == "before")
+    record: dict[str, Any] = before["type"][1]
+    return record
+
+
 def record_full_name(record_schema: dict[str, Any]) -> str:
     """The full name of a record schema (its namespace and name)."""
     name: str = record_schema["name"]

@@ -4,6 +4,8 @@ while events flow, expiry, poison input, and two workers sharing the load."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,10 @@ from tests.conftest import Bus
 from tests.integration.components import component, metrics_port, wait_for
 from tests.integration.kafka_reading import read_events
 from xbus.catalog import Catalog
+from xbus.contracts import register_catalog
 from xbus.envelope import Op
+from xbus.serde import registry_client
+from xbus.settings import REPO_ROOT
 from xbus.topics import DEAD_LETTER_TOPIC
 
 pytestmark = pytest.mark.broker
@@ -235,3 +240,64 @@ def test_two_workers_share_the_partitions_and_lose_nothing(
     assert got.keys() == ids
     assert all(n > 0 for n in per_worker), per_worker
     assert sum(per_worker) >= len(ids)
+
+
+def test_a_new_departments_topic_is_picked_up_while_the_engine_runs(
+    registered: Bus, tmp_path: Path
+) -> None:
+    bus, tag = registered, uuid.uuid4().hex[:6]
+    department = f"sports_{tag}"
+    schemas = tmp_path / "schemas"
+    shutil.copytree(REPO_ROOT / "schemas", schemas)
+    (schemas / department).mkdir()
+    (schemas / department / "venue.avsc").write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Venue",
+                "namespace": f"gov.{department}",
+                "xbus.department": department,
+                "xbus.business_key": ["venue_id"],
+                "xbus.sharing": "unconditional",
+                "fields": [
+                    {"name": "venue_id", "type": "string", "classification": "public"},
+                    {"name": "name", "type": "string", "classification": "public"},
+                ],
+            }
+        )
+    )
+    catalog = Catalog.load(schemas)
+    port = metrics_port()
+    with component(
+        bus,
+        tmp_path,
+        "engine",
+        "engine",
+        "--app-id",
+        f"new-{tag}",
+        "--metrics-port",
+        str(port),
+        "--discovery-interval",
+        "1",
+    ):
+        wait_for(
+            lambda: (_metric(port, "xbus_engine_assigned_partitions", "") or 0) > 0,
+            60,
+            "the engine to start",
+        )
+        # The department's schema is registered and its grant applied by the office; the
+        # running engine was deployed without the schema file.
+        register_catalog(catalog, registry_client(bus.settings))
+        subscriber = f"fans_{tag}"
+        (tmp_path / "g.yaml").write_text(
+            f"grant: fans-{tag}\nsubscriber: {subscriber}\ndataset: {department}.venue\n"
+            "purpose: test\nlegal_basis: test\nvalid_from: 2026-01-01T00:00:00+08:00\n"
+            "fields:\n  venue_id: {}\n  name: {}\n"
+        )
+        apply_grants(bus.settings, catalog, [tmp_path / "g.yaml"])
+        with Publisher(department, system="t", settings=bus.settings, catalog=catalog) as p:
+            event_id = p.publish_sync(
+                "venue", Op.CREATE, after={"venue_id": "v1", "name": "黄龙体育中心"}
+            ).event_id
+        got = read_events(bus.settings, f"deliver.{subscriber}.venue", {event_id}, 120)
+    assert got[event_id][1]["after"] == {"venue_id": "v1", "name": "黄龙体育中心"}
