@@ -19,7 +19,7 @@ from typing import Any
 
 import cel
 
-from streams.grants import FieldRule, Grant, GrantProblem
+from streams.grants import FieldRule, Grant
 from streams.masks import Nullify, base_type, kind_of
 from xbus.avro_names import PRIMITIVES, NamedTypes, full_name
 from xbus.catalog import Catalog, Dataset
@@ -435,14 +435,3 @@ def check_and_compile(
         transform,
         tuple(builder.masks),
     )
-
-
-def grant_problems(grant: Grant, catalog: Catalog, file: Any, path: str) -> list[GrantProblem]:
-    """Every problem of ``grant`` against the catalog, with the line of ``file``."""
-    result = check_and_compile(grant, catalog)
-    if isinstance(result, CompiledGrant):
-        return []
-    return [
-        GrantProblem(path, file.line_of(location) if file else None, message)
-        for location, message in result
-    ]

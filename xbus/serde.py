@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -22,24 +22,6 @@ from xbus.settings import BusSettings
 def registry_client(settings: BusSettings) -> SchemaRegistryClient:
     """A client of the bus's schema registry."""
     return SchemaRegistryClient(settings.registry_config())
-
-
-class EventSerializer:
-    """Encodes change events with one Avro schema, registered under the topic's value subject
-    on first use (``auto_register``) or looked up there."""
-
-    def __init__(
-        self, registry: SchemaRegistryClient, schema: dict[str, Any], *, auto_register: bool = True
-    ) -> None:
-        self._inner = AvroSerializer(
-            registry,
-            json.dumps(schema),
-            conf={"auto.register.schemas": auto_register, "use.latest.version": False},
-        )
-
-    def __call__(self, event: dict[str, Any], ctx: SerializationContext) -> bytes:
-        """The event in the Confluent wire format."""
-        return cast(bytes, self._inner(event, ctx))
 
 
 class EventDeserializer:

@@ -13,7 +13,6 @@ from xbus.errors import ConfigurationError
 
 SOURCE_PREFIX = "gov."
 DELIVERY_PREFIX = "deliver."
-SOURCE_PATTERN = r"^gov\..*"
 
 GRANTS_TOPIC = "_xbus.grants"
 AUDIT_TOPIC = "_xbus.audit"
