@@ -22,7 +22,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -30,6 +30,7 @@ import fastavro
 import faust
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from streams.policy import CompiledGrant, cel_value
 from streams.sources import SourceWatcher, engine_catalog
@@ -83,6 +84,12 @@ class Routing:
         return [o for _, o in self.deliveries] + self.dead_letters + self.audit
 
 
+class RegistryUnavailable(XbusError):
+    """The schema registry did not answer; the events in hand are processed again later."""
+
+    retriable = True
+
+
 class Undecodable(Exception):
     """A source record that is not a change event this bus can read."""
 
@@ -114,8 +121,12 @@ class WriterSchemas:
         if parsed is None:
             try:
                 schema = self._registry.get_schema(schema_id)
-            except Exception as exc:  # 404 for an unknown id; anything else: still unusable
-                raise Undecodable("unknown_schema_id", f"schema id {schema_id}: {exc}") from exc
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404:
+                    raise Undecodable("unknown_schema_id", f"schema id {schema_id}: {exc}") from exc
+                raise RegistryUnavailable(f"reading schema id {schema_id}: {exc}") from exc
+            except Exception as exc:  # refused or timed out: try again, never a dead letter
+                raise RegistryUnavailable(f"reading schema id {schema_id}: {exc}") from exc
             parsed = fastavro.parse_schema(json.loads(schema.schema_str or "{}"))
             self._parsed[schema_id] = parsed
         try:
@@ -141,9 +152,17 @@ class ViewEncoders:
         if found is None:
             schema_id = 0
             if self._registry is not None:
-                schema_id = self._registry.register_schema(
-                    value_subject(grant.topic), Schema(json.dumps(grant.view_schema), "AVRO")
-                )
+                subject = value_subject(grant.topic)
+                try:
+                    schema_id = self._registry.register_schema(
+                        subject, Schema(json.dumps(grant.view_schema), "AVRO")
+                    )
+                except SchemaRegistryError as exc:
+                    if exc.http_status_code is not None and 400 <= exc.http_status_code < 500:
+                        raise  # refused for good: the record goes to the dead letters
+                    raise RegistryUnavailable(f"registering {subject}: {exc}") from exc
+                except Exception as exc:  # refused connection, timeout
+                    raise RegistryUnavailable(f"registering {subject}: {exc}") from exc
             found = (WireEncoder(schema_id, grant.view_schema), record_full_name(grant.view_record))
             self._encoders[key] = found
         return found
@@ -215,6 +234,8 @@ class PolicyEngine:
             if decision == "delivered":
                 try:
                     output = self._deliver(grant, event, key, now, source, event_id, snapshot)
+                except RegistryUnavailable:
+                    raise  # not the record's fault: the batch is processed again later
                 except Exception as exc:  # a mask or the encoding failed on this record
                     routing.dead_letters.append(
                         self._dead_letter(
@@ -339,6 +360,22 @@ class OutputWriter:
             )
 
 
+async def _route_until_done(engine: PolicyEngine, events: Sequence[Any]) -> list[Routing]:
+    """Route a batch; while the registry is unavailable, wait and try again (with growing
+    pauses) instead of dead-lettering good events: the batch is not acknowledged meanwhile."""
+    delay = 0.5
+    while True:
+        try:
+            return [
+                engine.route(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+                for e in events
+            ]
+        except RegistryUnavailable as exc:
+            log.warning("%s; trying again in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def _credentials(settings: BusSettings) -> faust.SASLCredentials | None:
     """Faust's form of the bus's SASL settings (the same ones librdkafka clients get)."""
     if not settings.sasl_mechanism:
@@ -414,10 +451,7 @@ def build_app(
         batches = cast(faust.Stream[bytes], stream).take_events(BATCH, within=BATCH_WAIT)
         async for events in batches:
             started = time.perf_counter()
-            routings = [
-                engine.route(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
-                for e in events
-            ]
+            routings = await _route_until_done(engine, events)
             missing = {o.topic for r in routings for _, o in r.deliveries} - known_topics
             if missing:
                 ensure_topics(settings, {t: 3 for t in missing})
