@@ -11,12 +11,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.output import console, fail, problem
+from cli.output import console, fail, load_catalog, problem
 from producers.jsonevents import loads
 from streams.grant_files import apply_grants, explain, explain_json, load_grants, revoke_grant
 from streams.policy import CompiledGrant, check_and_compile
 from streams.state import current_grants, set_reference_table
-from xbus.catalog import Catalog
 from xbus.errors import XbusError
 from xbus.settings import bus_settings
 
@@ -26,18 +25,11 @@ reference = typer.Typer(help="Reference tables the grants' lookups read.", no_ar
 Targets = Annotated[list[Path], typer.Argument(help="Grant files, or folders of *.yaml files.")]
 
 
-def _catalog() -> Catalog:
-    try:
-        return Catalog.load(bus_settings().schemas_dir)
-    except XbusError as exc:
-        raise fail(exc) from None
-
-
 @app.command()
 def validate(targets: Targets) -> None:
     """Check grant files against the catalog and each other; every mistake with file, line
     and reason. Exits 1 if there is any."""
-    loaded, problems = load_grants(targets, _catalog())
+    loaded, problems = load_grants(targets, load_catalog())
     for found in problems:
         problem("invalid", found)
     if problems:
@@ -50,7 +42,7 @@ def apply(targets: Targets) -> None:
     """Validate the grant files and put them in force (a new version for each changed one);
     running engines pick them up without a restart."""
     try:
-        done = apply_grants(bus_settings(), _catalog(), targets)
+        done = apply_grants(bus_settings(), load_catalog(), targets)
     except XbusError as exc:
         raise fail(exc) from None
     for item in done:
@@ -94,7 +86,7 @@ def explain_command(
 ) -> None:
     """Show what the grant's subscriber would receive of an example event, and which rule
     decided each field."""
-    catalog = _catalog()
+    catalog = load_catalog()
     loaded, problems = load_grants([grant_file], catalog)
     if problems:
         raise fail("; ".join(str(p) for p in problems))

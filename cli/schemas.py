@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.output import console, errors, fail, problem
-from xbus.catalog import Catalog
+from cli.output import console, errors, fail, load_catalog, problem
 from xbus.contracts import (
     ContractProblem,
     check_against_git,
@@ -20,13 +19,6 @@ from xbus.serde import registry_client
 from xbus.settings import bus_settings
 
 app = typer.Typer(help="Check and register the dataset schemas in schemas/.", no_args_is_help=True)
-
-
-def _load() -> Catalog:
-    try:
-        return Catalog.load(bus_settings().schemas_dir)
-    except XbusError as exc:
-        raise fail(exc) from None
 
 
 @app.command()
@@ -43,7 +35,7 @@ def check(
 ) -> None:
     """Every schema parses and carries its metadata, and each change keeps its dataset's
     compatibility mode. Exits 1 naming the dataset, field and rule of every problem."""
-    catalog = _load()
+    catalog = load_catalog()
     problems: list[ContractProblem] = []
     try:
         if against_git:
@@ -59,28 +51,21 @@ def check(
         ) from None
     for found in problems:
         problem("incompatible", found)
-    compared = (
-        " and ".join(
-            filter(
-                None,
-                [f"git {against_git}" if against_git else "", "the registry" if registry else ""],
-            )
-        )
-        or "nothing"
-    )
+    against = [f"git {against_git}"] if against_git else []
+    if registry:
+        against.append("the registry")
     if problems:
         errors.print(f"{len(problems)} problem(s) in {len(catalog)} datasets")
         raise typer.Exit(1)
-    console.print(
-        f"{len(catalog)} datasets parse, carry their metadata and are compatible with {compared}."
-    )
+    compatible = f" and are compatible with {' and '.join(against)}" if against else ""
+    console.print(f"{len(catalog)} datasets parse and carry their metadata{compatible}.")
 
 
 @app.command()
 def register() -> None:
     """Register every dataset's envelope schema and compatibility mode; re-running changes
     nothing."""
-    catalog = _load()
+    catalog = load_catalog()
     try:
         done = register_catalog(catalog, registry_client(bus_settings()))
     except XbusError as exc:
