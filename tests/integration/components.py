@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,6 +42,32 @@ def component(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def engine(
+    bus: Bus,
+    log_dir: Path,
+    app_id: str,
+    *,
+    port: int = 0,
+    name: str = "engine",
+    extra: tuple[str, ...] = (),
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """An engine worker (``xbus run engine``) in consumer group ``app_id``, its /metrics on
+    ``port`` (0: none), its Faust log at info level."""
+    return component(
+        bus,
+        log_dir,
+        name,
+        "engine",
+        "--app-id",
+        app_id,
+        "--metrics-port",
+        str(port),
+        "--loglevel",
+        "info",
+        *extra,
+    )
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:

@@ -14,7 +14,7 @@ from producers.demodata import DemoData
 from producers.publisher import Publisher
 from tests.conftest import Bus
 from tests.grant_helpers import load_grant
-from tests.integration.components import component, metrics_port, wait_for
+from tests.integration.components import component, engine, metrics_port, wait_for
 from tests.integration.kafka_reading import read_events
 from xbus.envelope import Op
 from xbus.settings import REPO_ROOT
@@ -48,18 +48,7 @@ def test_a_published_licence_reaches_the_tax_bureau_projected(granted: Bus, tmp_
     out = tmp_path / "out"
     engine_metrics = metrics_port()
     with (
-        component(
-            bus,
-            tmp_path,
-            "engine",
-            "engine",
-            "--loglevel",
-            "info",
-            "--app-id",
-            f"e2e-{uuid.uuid4().hex[:8]}",
-            "--metrics-port",
-            str(engine_metrics),
-        ),
+        engine(bus, tmp_path, f"e2e-{uuid.uuid4().hex[:8]}", port=engine_metrics),
         component(
             bus,
             tmp_path,
@@ -104,18 +93,7 @@ def test_a_plain_avro_consumer_decodes_the_subscriber_topic(granted: Bus, tmp_pa
     with Publisher("market_regulation", system="e2e-test", settings=granted.settings) as p:
         event_id = p.publish_sync("business_licence", Op.CREATE, after=licence).event_id
 
-    with component(
-        granted,
-        tmp_path,
-        "engine",
-        "engine",
-        "--loglevel",
-        "info",
-        "--app-id",
-        f"plain-{uuid.uuid4().hex[:8]}",
-        "--metrics-port",
-        "0",
-    ):
+    with engine(granted, tmp_path, f"plain-{uuid.uuid4().hex[:8]}"):
         found = read_events(granted.settings, TAX_TOPIC, {event_id}, 90)
 
     assert event_id in found, f"event {event_id} never reached {TAX_TOPIC}"

@@ -18,7 +18,7 @@ from producers.demodata import DemoData
 from producers.publisher import EventSpec, Publisher
 from streams.grant_files import apply_grants, revoke_grant
 from tests.conftest import Bus
-from tests.integration.components import component, metrics_port, wait_for
+from tests.integration.components import engine, metrics_port, wait_for
 from tests.integration.kafka_reading import read_events
 from xbus.catalog import Catalog
 from xbus.contracts import register_catalog
@@ -95,9 +95,7 @@ def test_grants_applied_changed_and_revoked_while_events_flow(
     )
     port = metrics_port()
     watched_topic, sentinel_topic = f"deliver.{watched}.clinic", f"deliver.{sentinel}.clinic"
-    with component(
-        bus, tmp_path, "engine", "engine", "--app-id", f"hot-{watched}", "--metrics-port", str(port)
-    ):
+    with engine(bus, tmp_path, f"hot-{watched}", port=port):
         [first] = _publish(bus)
         got = read_events(bus.settings, watched_topic, {first}, 90)
         assert set(got[first][1]["after"]) == {"clinic_code", "name"}
@@ -145,9 +143,7 @@ def test_an_expired_grant_stops_delivery_by_itself(
         ],
     )
     port = metrics_port()
-    with component(
-        bus, tmp_path, "engine", "engine", "--app-id", f"exp-{watched}", "--metrics-port", str(port)
-    ):
+    with engine(bus, tmp_path, f"exp-{watched}", port=port):
         [before] = _publish(bus)
         assert read_events(bus.settings, f"deliver.{watched}.clinic", {before}, 90)
         remaining = _metric(port, "xbus_grant_seconds_until_expiry", f'subscriber="{watched}"')
@@ -174,9 +170,7 @@ def test_poison_input_goes_to_dead_letters_and_good_events_flow(
     producer.produce(CLINICS, key=b"poison", value=unknown_id)
     assert producer.flush(30) == 0
     port = metrics_port()
-    with component(
-        bus, tmp_path, "engine", "engine", "--app-id", f"dlq-{watched}", "--metrics-port", str(port)
-    ):
+    with engine(bus, tmp_path, f"dlq-{watched}", port=port):
         [good] = _publish(bus)
         assert read_events(bus.settings, f"deliver.{watched}.clinic", {good}, 90)
         assert (_metric(port, "xbus_dead_letters_total", 'reason="not_wire_format"') or 0) >= 1
@@ -218,12 +212,8 @@ def test_two_workers_share_the_partitions_and_lose_nothing(
     ports = [metrics_port(), metrics_port()]
     app_id = f"pair-{watched}"
     with (
-        component(
-            bus, tmp_path, "engine-1", "engine", "--app-id", app_id, "--metrics-port", str(ports[0])
-        ),
-        component(
-            bus, tmp_path, "engine-2", "engine", "--app-id", app_id, "--metrics-port", str(ports[1])
-        ),
+        engine(bus, tmp_path, app_id, port=ports[0], name="engine-1"),
+        engine(bus, tmp_path, app_id, port=ports[1], name="engine-2"),
     ):
         wait_for(
             lambda: all(
@@ -268,18 +258,7 @@ def test_a_new_departments_topic_is_picked_up_while_the_engine_runs(
     )
     catalog = Catalog.load(schemas)
     port = metrics_port()
-    with component(
-        bus,
-        tmp_path,
-        "engine",
-        "engine",
-        "--app-id",
-        f"new-{tag}",
-        "--metrics-port",
-        str(port),
-        "--discovery-interval",
-        "1",
-    ):
+    with engine(bus, tmp_path, f"new-{tag}", port=port, extra=("--discovery-interval", "1")):
         wait_for(
             lambda: (_metric(port, "xbus_engine_assigned_partitions", "") or 0) > 0,
             60,

@@ -14,7 +14,7 @@ from producers.publisher import Publisher
 from streams.grant_files import apply_grants
 from streams.state import set_reference_table
 from tests.conftest import Bus
-from tests.integration.components import component, metrics_port
+from tests.integration.components import engine, metrics_port
 from tests.integration.kafka_reading import read_events
 from xbus.catalog import Catalog
 from xbus.envelope import Op
@@ -79,16 +79,7 @@ lookup:
         "contact_phone": "13912345678",
         "address": "浙江省杭州市西湖区文三路90号",
     }
-    with component(
-        bus,
-        tmp_path,
-        "engine",
-        "engine",
-        "--app-id",
-        f"masks-{tag}",
-        "--metrics-port",
-        str(metrics_port()),
-    ):
+    with engine(bus, tmp_path, f"masks-{tag}", port=metrics_port()):
         with Publisher("market_regulation", system="rules-test", settings=bus.settings) as p:
             event_id = p.publish_sync("business_licence", Op.CREATE, after=licence).event_id
         got = read_events(bus.settings, f"deliver.{masked}.business_licence", {event_id}, 90)
@@ -144,16 +135,7 @@ def test_row_filters_on_before_after_and_op(registered: Bus, tmp_path: Path) -> 
         ).event_id
         deleted = p.publish_sync("business_licence", Op.DELETE, before=suspended).event_id
     ids = {created, updated, deleted}
-    with component(
-        bus,
-        tmp_path,
-        "engine",
-        "engine",
-        "--app-id",
-        f"rows-{tag}",
-        "--metrics-port",
-        str(metrics_port()),
-    ):
+    with engine(bus, tmp_path, f"rows-{tag}", port=metrics_port()):
         # The three events share a key, so they are processed in order: once the last one
         # reached a subscriber, every decision was made.
         assert read_events(bus.settings, f"deliver.{on_before}.business_licence", {updated}, 90)
