@@ -114,10 +114,8 @@ class LocalKafka:
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",
-                "-t",
-                _cluster_id(),
-                "-c",
-                str(self._properties),
+                f"--cluster-id={cluster_id()}",
+                f"--config={self._properties}",
             ),
             capture_output=True,
             text=True,
@@ -162,8 +160,12 @@ _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+def cluster_id() -> str:
+    """A random KRaft cluster id; like Kafka's own, never one that reads as an option."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def _answers(admin: AdminClient) -> bool:
