@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import io
 import json
 import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
-import fastavro
 import faust
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -49,7 +47,14 @@ from xbus.metrics import (
     MASKS_APPLIED,
 )
 from xbus.producing import produce
-from xbus.serde import WireEncoder, registry_client
+from xbus.serde import (
+    EventDecoder,
+    RegistryUnavailable,
+    Undecodable,
+    WireEncoder,
+    WriterSchemas,
+    registry_client,
+)
 from xbus.settings import BusSettings
 from xbus.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, GRANTS_TOPIC, value_subject
 
@@ -82,60 +87,6 @@ class Routing:
     @property
     def outputs(self) -> list[Output]:
         return [o for _, o in self.deliveries] + self.dead_letters + self.audit
-
-
-class RegistryUnavailable(XbusError):
-    """The schema registry did not answer; the events in hand are processed again later."""
-
-    retriable = True
-
-
-class Undecodable(Exception):
-    """A source record that is not a change event this bus can read."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-class EventDecoder(Protocol):
-    """Turns a source record's bytes into a change event, or raises ``Undecodable``."""
-
-    def decode(self, value: bytes | None) -> dict[str, Any]: ...
-
-
-class WriterSchemas:
-    """Writer schemas by id, fetched from the registry and parsed once each."""
-
-    def __init__(self, registry: SchemaRegistryClient) -> None:
-        self._registry = registry
-        self._parsed: dict[int, Any] = {}
-
-    def decode(self, value: bytes | None) -> dict[str, Any]:
-        if value is None or len(value) < 5 or value[0] != 0:
-            raise Undecodable(
-                "not_wire_format", "not in the Confluent wire format (magic byte 0 and a schema id)"
-            )
-        schema_id = int.from_bytes(value[1:5], "big")
-        parsed = self._parsed.get(schema_id)
-        if parsed is None:
-            try:
-                schema = self._registry.get_schema(schema_id)
-            except SchemaRegistryError as exc:
-                if exc.http_status_code == 404:
-                    raise Undecodable("unknown_schema_id", f"schema id {schema_id}: {exc}") from exc
-                raise RegistryUnavailable(f"reading schema id {schema_id}: {exc}") from exc
-            except Exception as exc:  # refused or timed out: try again, never a dead letter
-                raise RegistryUnavailable(f"reading schema id {schema_id}: {exc}") from exc
-            parsed = fastavro.parse_schema(json.loads(schema.schema_str or "{}"))
-            self._parsed[schema_id] = parsed
-        try:
-            event = cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(value[5:]), parsed))
-        except Exception as exc:  # truncated or foreign bytes
-            raise Undecodable(
-                "undecodable", f"Avro body does not match schema {schema_id}: {exc}"
-            ) from exc
-        return event
 
 
 class ViewEncoders:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from streams.engine import RegistryUnavailable, Undecodable, WriterSchemas
+from xbus.serde import RegistryUnavailable, Undecodable, WriterSchemas
 
 WIRE = b"\x00\x00\x00\x00\x07" + b"body"
 
