@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from xbus.metrics import serve_metrics
 from xbus.settings import bus_settings
+
+if TYPE_CHECKING:
+    from consumers.delivery import Delivery
+    from consumers.runtime import Sink
 
 app = typer.Typer(help="Run one component of the bus in the foreground.", no_args_is_help=True)
 
@@ -69,35 +74,129 @@ def engine(
             os.execv(sys.executable, [sys.executable, "-m", "cli.main", *sys.argv[1:]])
 
 
-@connector.command("file")
-def file_connector(
-    subscriber: Annotated[
-        list[str],
-        typer.Option(help="Whose deliver.<subscriber>.* topics to write; repeat for several."),
-    ],
-    directory: Annotated[
-        Path,
-        typer.Option("--dir", help="Base folder: files go to <dir>/<subscriber>/<dataset>.jsonl."),
-    ],
-    metrics_port: MetricsPort = 9103,
-) -> None:
-    """The file connector: appends subscribers' events as JSON lines."""
-    from consumers.file_sink import FileSink
+Subscribers = Annotated[
+    list[str],
+    typer.Option("--subscriber", help="Whose deliver.<subscriber>.* topics; repeat for several."),
+]
+BatchSize = Annotated[int, typer.Option(help="Events taken from Kafka per batch.")]
+GroupId = Annotated[
+    str | None,
+    typer.Option(help="Consumer group (default: xbus-<connector>-<subscribers>)."),
+]
 
+
+def _run_connector(
+    subscribers: list[str], sink: Sink, metrics_port: int, batch_size: int, group: str | None
+) -> None:
+    from consumers.runtime import Connector
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     serve_metrics(metrics_port, bus_settings().metrics_host)
     stop = _stop_on_signals()
 
-    def show(who: str, dataset: str, event: dict) -> None:  # type: ignore[type-arg]
-        record = event["after"] or event["before"] or {}
+    def show(d: Delivery) -> None:
+        record = d.record or {}
         label = next(
             (str(record[k]) for k in ("name", "credit_code", "record_id") if k in record), ""
         )
         print(
-            f"{who} received {dataset} {event['op']} {label} (event {event['event_id']})",
+            f"{d.subscriber} received {d.dataset} {d.event['op']} {label} (event {d.event_id})",
             flush=True,
         )
 
-    FileSink(bus_settings(), subscriber, directory).run(stop, on_event=show)
+    Connector(
+        bus_settings(), subscribers, sink, group_id=group, batch_size=batch_size, on_delivered=show
+    ).run(stop)
+
+
+def _secret(secret_file: Path | None) -> bytes:
+    if secret_file is not None:
+        try:
+            return secret_file.read_bytes().strip()
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {secret_file}: {exc}") from None
+    value = os.environ.get("XBUS_WEBHOOK_SECRET", "")
+    if not value:
+        raise typer.BadParameter("give the signing secret: --secret-file or XBUS_WEBHOOK_SECRET")
+    return value.encode()
+
+
+@connector.command("webhook")
+def webhook_connector(
+    subscriber: Subscribers,
+    url: Annotated[str, typer.Option(help="The subscriber's endpoint (https://...).")],
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the signing secret (else XBUS_WEBHOOK_SECRET)."),
+    ] = None,
+    events_per_request: Annotated[
+        int, typer.Option(help='1: one event per POST; more: {"events": [...]} per POST.')
+    ] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the endpoint.")] = 10.0,
+    batch_size: BatchSize = 500,
+    group: GroupId = None,
+    metrics_port: MetricsPort = 9104,
+) -> None:
+    """POST each event, signed (X-Xbus-Signature) with an Idempotency-Key, to an endpoint."""
+    from consumers.webhook import WebhookSink
+
+    sink = WebhookSink(url, _secret(secret_file), batch_size=events_per_request, timeout=timeout)
+    _run_connector(subscriber, sink, metrics_port, batch_size, group)
+
+
+@connector.command("postgres")
+def postgres_connector(
+    subscriber: Subscribers,
+    dsn: Annotated[
+        str,
+        typer.Option(
+            envvar="XBUS_POSTGRES_DSN", help="The subscriber's database (postgresql://...)."
+        ),
+    ],
+    db_schema: Annotated[
+        str | None,
+        typer.Option(help="Database schema of the tables (default: the subscriber's name)."),
+    ] = None,
+    batch_size: BatchSize = 500,
+    group: GroupId = None,
+    metrics_port: MetricsPort = 9105,
+) -> None:
+    """Keep one table per dataset up to date, each event applied once."""
+    from consumers.postgres_sink import PostgresSink
+
+    if db_schema is None and len(subscriber) > 1:
+        raise typer.BadParameter("several subscribers share a database only with --db-schema")
+    _run_connector(
+        subscriber, PostgresSink(dsn, db_schema or subscriber[0]), metrics_port, batch_size, group
+    )
+
+
+@connector.command("file")
+def file_connector(
+    subscriber: Subscribers,
+    directory: Annotated[
+        Path,
+        typer.Option("--dir", help="Base folder: files go to <dir>/<subscriber>/<dataset>.jsonl."),
+    ],
+    rotate_mb: Annotated[
+        float, typer.Option(help="Start a new file past this size (0: never).")
+    ] = 64.0,
+    rotate_minutes: Annotated[
+        float, typer.Option(help="Start a new file after this long (0: never).")
+    ] = 0.0,
+    batch_size: BatchSize = 500,
+    group: GroupId = None,
+    metrics_port: MetricsPort = 9103,
+) -> None:
+    """Append subscribers' events as JSON lines, rotated by size or age."""
+    from consumers.file_sink import FileSink
+
+    sink = FileSink(
+        directory,
+        rotate_bytes=int(rotate_mb * 1024 * 1024) or None,
+        rotate_seconds=rotate_minutes * 60 or None,
+    )
+    _run_connector(subscriber, sink, metrics_port, batch_size, group)
 
 
 @app.command()

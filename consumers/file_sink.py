@@ -1,114 +1,117 @@
-"""The file connector: appends what a subscriber receives as JSON lines, one file per dataset.
+"""The file sink: appends what a subscriber receives as JSON lines, one file per subscriber
+and dataset, rotated by size or age.
 
-A batch is written, flushed and fsynced before its offsets are committed, so a crash can
-repeat an event in the file (at least once; ``event_id`` tells repeats apart) but never
-lose one.
+A batch is written, flushed and fsynced before the runtime commits its offsets, so a crash
+can repeat an event in the files (at least once; ``event_id`` tells repeats apart) but never
+lose one. The file being written is ``<dir>/<subscriber>/<dataset>.jsonl``; a rotated file
+becomes ``<dataset>.<UTC time>.jsonl`` beside it, complete and never touched again.
 """
 
 from __future__ import annotations
 
-import logging
+import datetime as dt
 import os
-import re
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
-
-from xbus.metrics import END_TO_END_LATENCY, EVENTS_DELIVERED
-from xbus.serde import EventDeserializer, registry_client, value_context
-from xbus.settings import BusSettings
-from xbus.topics import DELIVERY_PREFIX, parse_delivery_topic
+from consumers.delivery import Delivery
+from consumers.exceptions import DeliveryRefused, TargetUnavailable
+from consumers.runtime import Position
 from xbus.values import to_json
 
-log = logging.getLogger(__name__)
+
+@dataclass
+class _OpenFile:
+    path: Path
+    handle: IO[str]
+    opened: float
+    size: int
 
 
 class FileSink:
-    """Consumes ``deliver.<subscriber>.*`` of each subscriber and appends each event to
-    ``<directory>/<subscriber>/<dataset>.jsonl``."""
+    """Writes each delivery as one JSON line: the decoded subscriber view, as the engine
+    wrote it (event_id, op, ts_ms, before, after, ...)."""
 
-    def __init__(self, settings: BusSettings, subscribers: list[str], directory: Path) -> None:
-        self.subscribers = sorted(subscribers)
+    connector = "file"
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        rotate_bytes: int | None = 64 * 1024 * 1024,
+        rotate_seconds: float | None = None,
+    ) -> None:
         self.directory = directory
-        self._decode = EventDeserializer(registry_client(settings))
-        self._consumer = Consumer(
-            settings.consumer_config(
-                "xbus-file-" + "+".join(self.subscribers),
-                **{"topic.metadata.refresh.interval.ms": 5000},
-            )
-        )
-        self._consumer.subscribe(
-            ["^" + re.escape(f"{DELIVERY_PREFIX}{s}.") + ".*" for s in self.subscribers]
-        )
-        self._files: dict[tuple[str, str], IO[str]] = {}
+        self.rotate_bytes = rotate_bytes
+        self.rotate_seconds = rotate_seconds
+        self._files: dict[tuple[str, str], _OpenFile] = {}
 
-    def run(self, stop: threading.Event, *, batch_size: int = 500, on_event: Any = None) -> None:
-        """Deliver until ``stop`` is set; ``on_event(subscriber, dataset, event)`` sees each
-        written event."""
+    def deliver(self, batch: list[Delivery]) -> list[tuple[Delivery, DeliveryRefused]]:
+        """Append the batch and make it durable (fsync) before returning."""
+        touched: set[tuple[str, str]] = set()
         try:
-            while not stop.is_set():
-                messages = self._consumer.consume(batch_size, timeout=0.5)
-                if messages:
-                    self._write(messages, on_event)
-        finally:
-            self.close()
+            for d in batch:
+                f = self._file(d.subscriber, d.dataset)
+                line = to_json(d.event) + "\n"
+                f.handle.write(line)
+                f.size += len(line.encode("utf-8"))
+                touched.add((d.subscriber, d.dataset))
+            for name in touched:
+                f = self._files[name]
+                f.handle.flush()
+                os.fsync(f.handle.fileno())
+        except OSError as exc:
+            # A full or read-only disk may be fixed by a person; hold the batch meanwhile.
+            # What was written before the failure may be written again (at least once).
+            raise TargetUnavailable("file", f"writing under {self.directory}: {exc}") from exc
+        return []
 
-    def _write(self, messages: list[Message], on_event: Any) -> None:
-        written: list[tuple[str, str, dict[str, Any]]] = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
-                # Informational: no topic matches the pattern yet, a broker is briefly away.
-                # librdkafka recovers by itself.
-                if error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    log.warning("consumer: %s", error)
-                continue
-            topic, value = message.topic() or "", message.value()
-            subscriber, dataset = parse_delivery_topic(topic)
-            if value is None:
-                # The engine never writes tombstones; one from elsewhere carries nothing to keep.
-                log.warning(
-                    "skipping an empty message at %s[%s]@%s",
-                    topic,
-                    message.partition(),
-                    message.offset(),
-                )
-                continue
-            event = self._decode(value, value_context(topic))
-            self._file(subscriber, dataset).write(to_json(event) + "\n")
-            written.append((subscriber, dataset, event))
-        if not written:
-            return
-        for f in self._files.values():
-            f.flush()
-            os.fsync(f.fileno())
-        self._consumer.commit(asynchronous=False)
-        now = time.time()
-        for subscriber, dataset, event in written:
-            EVENTS_DELIVERED.labels(subscriber, dataset, "file").inc()
-            END_TO_END_LATENCY.labels(subscriber, "file").observe(
-                max(0.0, now - event["ts_ms"].timestamp())
-            )
-            if on_event is not None:
-                on_event(subscriber, dataset, event)
+    def positions(self, partitions: list[Position]) -> dict[Position, int]:
+        """Kafka's committed offsets decide where to start."""
+        return {}
 
-    def _file(self, subscriber: str, dataset: str) -> IO[str]:
-        f = self._files.get((subscriber, dataset))
+    def _file(self, subscriber: str, dataset: str) -> _OpenFile:
+        key = (subscriber, dataset)
+        f = self._files.get(key)
+        if f is not None and self._due(f):
+            self._rotate(key, f)
+            f = None
         if f is None:
             folder = self.directory / subscriber
             folder.mkdir(parents=True, exist_ok=True)
-            f = open(folder / f"{dataset}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-            self._files[(subscriber, dataset)] = f
+            path = folder / f"{dataset}.jsonl"
+            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            f = _OpenFile(path, handle, _created(path), path.stat().st_size)
+            self._files[key] = f
         return f
 
+    def _due(self, f: _OpenFile) -> bool:
+        if self.rotate_bytes is not None and f.size >= self.rotate_bytes:
+            return True
+        return self.rotate_seconds is not None and time.time() - f.opened >= self.rotate_seconds
+
+    def _rotate(self, key: tuple[str, str], f: _OpenFile) -> None:
+        f.handle.close()
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        f.path.rename(f.path.with_name(f"{f.path.stem}.{stamp}.jsonl"))
+        del self._files[key]
+
     def close(self) -> None:
-        """Close the files and leave the consumer group."""
+        """Close the open files (they are complete: every batch was fsynced)."""
         for f in self._files.values():
-            f.close()
+            f.handle.close()
         self._files.clear()
-        self._consumer.close()
+
+
+def _created(path: Path) -> float:
+    """When the current file was started: its first write, kept across restarts as the
+    file's mtime at open would not be."""
+    marker = path.with_name(f".{path.name}.started")
+    if path.stat().st_size == 0 or not marker.exists():
+        marker.write_text(str(time.time()))
+    try:
+        return float(marker.read_text())
+    except ValueError:
+        return time.time()

@@ -79,6 +79,33 @@ END_TO_END_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
+CONNECTOR_RETRIES = Counter(
+    "xbus_connector_retries_total",
+    "Deliveries a connector attempted again after a retriable failure.",
+    ["subscriber", "connector"],
+)
+CONNECTOR_FAILURES = Counter(
+    "xbus_connector_failures_total",
+    "Failed delivery attempts, by why: timeout, connection, http_<status>, database, "
+    "registry_unavailable, ...",
+    ["subscriber", "connector", "reason"],
+)
+CONNECTOR_DEAD_LETTERS = Counter(
+    "xbus_connector_dead_letters_total",
+    "Events a connector put on the subscriber's dead-letter topic, by why.",
+    ["subscriber", "connector", "reason"],
+)
+CONNECTOR_LAG = Gauge(
+    "xbus_connector_lag_events",
+    "Events on a subscriber topic partition not yet delivered by the connector.",
+    ["subscriber", "connector", "topic", "partition"],
+)
+CONNECTOR_PAUSED = Gauge(
+    "xbus_connector_paused",
+    "1 while a connector holds its partitions because the target is unavailable.",
+    ["subscriber", "connector"],
+)
+
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` on ``host:port`` from a background thread; port 0 serves nothing."""

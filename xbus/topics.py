@@ -41,6 +41,22 @@ def delivery_topic(subscriber: str, dataset: str) -> str:
     return f"{DELIVERY_PREFIX}{_check('subscriber', subscriber)}.{_check('dataset', dataset)}"
 
 
+def delivery_topics_pattern(subscriber: str) -> str:
+    """A subscription pattern matching every ``deliver.<subscriber>.<dataset>`` topic (and
+    not the subscriber's dead-letter topic)."""
+    return (
+        "^"
+        + re.escape(f"{DELIVERY_PREFIX}{_check('subscriber', subscriber)}.")
+        + "[a-z][a-z0-9_]*$"
+    )
+
+
+def subscriber_dead_letter_topic(subscriber: str) -> str:
+    """Where a connector puts what ``subscriber``'s endpoint refused for good; under the
+    subscriber's own prefix, so the subscriber can read it."""
+    return f"{DELIVERY_PREFIX}{_check('subscriber', subscriber)}._dead_letters"
+
+
 def parse_source_topic(topic: str) -> tuple[str, str]:
     """``(department, dataset)`` of a source topic; raises if ``topic`` is not one."""
     parts = topic.split(".")

@@ -1,0 +1,40 @@
+"""What a connector's target can answer besides success."""
+
+from __future__ import annotations
+
+from xbus.errors import XbusError
+
+
+class DeliveryError(XbusError):
+    """A delivery did not succeed; ``reason`` is a short label for metrics and dead letters."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TargetUnavailable(DeliveryError):
+    """The target could not take the batch now (timeout, refused connection, 5xx, 429): the
+    connector holds its partitions and tries again later, never dead-letters.
+
+    ``done`` says how many of the batch's first deliveries did succeed before the failure;
+    ``retry_after`` is the wait the target asked for, in seconds, if it asked.
+    """
+
+    retriable = True
+
+    def __init__(
+        self, reason: str, message: str, *, done: int = 0, retry_after: float | None = None
+    ) -> None:
+        super().__init__(reason, message)
+        self.done = done
+        self.retry_after = retry_after
+
+
+class DeliveryRefused(DeliveryError):
+    """The target refused one delivery for good (a 4xx that will not change, a row the table
+    cannot hold): it goes to the subscriber's dead-letter topic and the stream goes on."""
+
+
+class WebhookSignatureError(XbusError):
+    """A webhook request whose signature is missing, forged, or too old to trust."""

@@ -1,0 +1,200 @@
+"""The webhook and file connectors as real processes, against the real broker and registry,
+a real HTTP endpoint and real files."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer
+
+from tests.conftest import Bus
+from tests.integration.components import component, wait_for
+from tests.integration.delivery_feed import DeliveryFeed, licence
+from tests.integration.webhook_receiver import webhook_receiver
+from xbus.envelope import Op
+from xbus.topics import subscriber_dead_letter_topic
+
+pytestmark = pytest.mark.broker
+
+
+def _subscriber() -> str:
+    return f"sub_{uuid.uuid4().hex[:8]}"
+
+
+def _dead_letters(bus: Bus, subscriber: str, count: int) -> list[dict[str, bytes]]:
+    consumer = Consumer(
+        bus.settings.consumer_config(
+            f"dlq-reader-{uuid.uuid4()}", **{"auto.offset.reset": "earliest"}
+        )
+    )
+    consumer.subscribe([subscriber_dead_letter_topic(subscriber)])
+    found: list[dict[str, bytes]] = []
+    try:
+
+        def more() -> bool:
+            for m in consumer.consume(100, timeout=0.5):
+                if m.error() is None:
+                    found.append({k: v for k, v in m.headers() or []} | {"value": m.value()})
+            return len(found) >= count
+
+        wait_for(more, 60, f"{count} dead letters of {subscriber}")
+    finally:
+        consumer.close()
+    return found
+
+
+def test_a_webhook_that_fails_for_a_while_gets_every_event_once_signed(
+    bus: Bus, tmp_path: Path
+) -> None:
+    subscriber, secret = _subscriber(), b"s3cret-of-the-subscriber"
+    feed = DeliveryFeed(bus.settings, subscriber)
+    secret_file = tmp_path / "secret"
+    secret_file.write_bytes(secret)
+    with webhook_receiver(secret) as receiver:
+        receiver.fail_with = 500
+        for n in range(300):
+            feed.send(f"k{n % 40}", Op.CREATE if n < 40 else Op.UPDATE, licence(n % 40, n))
+        feed.flush()
+        with component(
+            bus,
+            tmp_path,
+            "webhook",
+            "connector",
+            "webhook",
+            "--subscriber",
+            subscriber,
+            "--url",
+            receiver.url,
+            "--secret-file",
+            str(secret_file),
+            "--metrics-port",
+            "0",
+        ):
+            wait_for(lambda: receiver.failed_requests >= 4, 60, "the connector to retry")
+            assert not receiver.processed, "nothing is delivered while the endpoint fails"
+            receiver.fail_with = None
+            wait_for(lambda: len(receiver.processed) >= 300, 120, "every event to arrive")
+            # More events after the recovery flow straight through.
+            for n in range(300, 350):
+                feed.send(f"k{n % 40}", Op.UPDATE, licence(n % 40, n))
+            feed.flush()
+            wait_for(lambda: len(receiver.processed) >= 350, 60, "the later events")
+    sent_ids = [e["event_id"] for e in feed.sent]
+    assert set(receiver.processed) == set(sent_ids)
+    assert receiver.bad_signatures == 0
+    # Each key's events reached the endpoint in the order they were published.
+    by_key: dict[str, list[str]] = {}
+    for e in feed.sent:
+        by_key.setdefault(e["key"], []).append(e["event_id"])
+    for key, ids in by_key.items():
+        times = [receiver.arrival_times[i] for i in ids]
+        assert times == sorted(times), f"events of {key} arrived out of order"
+    assert receiver.processed[sent_ids[0]]["after"]["registered_capital"] == str(
+        feed.sent[0]["after"]["registered_capital"]
+    )
+
+
+def test_a_webhook_429_is_retried_and_a_422_goes_to_the_dead_letters(
+    bus: Bus, tmp_path: Path
+) -> None:
+    subscriber, secret = _subscriber(), b"another-secret"
+    feed = DeliveryFeed(bus.settings, subscriber)
+    with webhook_receiver(secret) as receiver:
+        receiver.fail_with, receiver.retry_after = 429, "1"
+        events = [feed.send(f"k{n}", Op.CREATE, licence(n)) for n in range(20)]
+        receiver.refuse_event_ids = {events[7]["event_id"]}
+        feed.send_raw("garbage", b"not an avro record")
+        feed.flush()
+        with component(
+            bus,
+            tmp_path,
+            "webhook",
+            "connector",
+            "webhook",
+            "--subscriber",
+            subscriber,
+            "--url",
+            receiver.url,
+            "--metrics-port",
+            "0",
+            "--events-per-request",
+            "1",
+            env={"XBUS_WEBHOOK_SECRET": secret.decode()},
+        ):
+            wait_for(lambda: receiver.failed_requests >= 2, 30, "a retry after the 429")
+            receiver.fail_with = None
+            wait_for(lambda: len(receiver.processed) >= 19, 60, "the other events")
+            letters = _dead_letters(bus, subscriber, 2)
+    reasons = sorted(letter["xbus-dlq-reason"].decode() for letter in letters)
+    assert reasons == ["http_422", "not_wire_format"]
+    refused = next(x for x in letters if x["xbus-dlq-reason"] == b"http_422")
+    assert refused["xbus-event-id"] == events[7]["event_id"].encode()
+    assert refused["xbus-dlq-topic"] == feed.topic.encode()
+    assert events[7]["event_id"] not in receiver.processed
+    assert len(receiver.processed) == 19
+
+
+def test_batched_webhook_requests_carry_every_event(bus: Bus, tmp_path: Path) -> None:
+    subscriber, secret = _subscriber(), b"batch-secret"
+    feed = DeliveryFeed(bus.settings, subscriber)
+    with webhook_receiver(secret) as receiver:
+        for n in range(500):
+            feed.send(f"k{n}", Op.CREATE, licence(n))
+        feed.flush()
+        with component(
+            bus,
+            tmp_path,
+            "webhook",
+            "connector",
+            "webhook",
+            "--subscriber",
+            subscriber,
+            "--url",
+            receiver.url,
+            "--metrics-port",
+            "0",
+            "--events-per-request",
+            "100",
+            env={"XBUS_WEBHOOK_SECRET": secret.decode()},
+        ):
+            wait_for(lambda: len(receiver.processed) >= 500, 60, "every event")
+    assert set(receiver.processed) == {e["event_id"] for e in feed.sent}
+
+
+def test_the_file_connector_rotates_and_keeps_every_event(bus: Bus, tmp_path: Path) -> None:
+    subscriber = _subscriber()
+    feed = DeliveryFeed(bus.settings, subscriber)
+    out = tmp_path / "out"
+    for n in range(2000):
+        feed.send(f"k{n}", Op.CREATE, licence(n))
+    feed.flush()
+
+    def lines() -> list[dict[str, object]]:
+        found = []
+        for path in sorted((out / subscriber).glob("business_licence*.jsonl")):
+            found += [json.loads(line) for line in path.read_text().splitlines()]
+        return found
+
+    with component(
+        bus,
+        tmp_path,
+        "file",
+        "connector",
+        "file",
+        "--subscriber",
+        subscriber,
+        "--dir",
+        str(out),
+        "--rotate-mb",
+        "0.1",
+        "--metrics-port",
+        "0",
+    ):
+        wait_for(lambda: len(lines()) >= 2000, 60, "every event in the files")
+    files = list((out / subscriber).glob("business_licence*.jsonl"))
+    assert len(files) >= 3, "0.1 MB files rotate several times for 2000 events"
+    assert all(f.stat().st_size < 0.1 * 1024 * 1024 + 64 * 1024 for f in files)
+    assert sorted(e["event_id"] for e in lines()) == sorted(e["event_id"] for e in feed.sent)
