@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both install what is missing
-# (a virtualenv with xbus and its dependencies; Kafka and the registry jars on first start).
+# (a virtualenv with xbus and its dependencies, PostgreSQL's server programs; Kafka and the
+# registry jars on first start).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,6 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: install run test unit lint bench down clean
 
 install: $(STAMP)
+	@sh deploy/install-postgres.sh
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -24,7 +26,8 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/xbus stack up
 
-# A throw-away broker and registry on free ports, the whole suite against them, then stop.
+# A throw-away broker, registry and PostgreSQL on free ports, the whole suite against them,
+# then stop.
 test: install
 	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 

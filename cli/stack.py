@@ -29,7 +29,8 @@ from xbus.serde import registry_client
 from xbus.settings import REPO_ROOT, BusSettings
 
 app = typer.Typer(
-    help="Run the local stack: Kafka, the schema registry and the bus.", no_args_is_help=True
+    help="Run the local stack: Kafka, the schema registry, PostgreSQL and the bus.",
+    no_args_is_help=True,
 )
 
 DEMO_SUBSCRIBERS = ("tax_bureau", "social_security", "one_stop_centre", "open_data", "district_cdc")
@@ -92,7 +93,7 @@ def up(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    console.print("starting Kafka and the schema registry...")
+    console.print("starting Kafka, the schema registry and PostgreSQL...")
     try:
         stack.start()
     except LauncherError as error:
@@ -150,6 +151,7 @@ def up(
                         "[bold]xbus is up[/bold]",
                         f"Kafka broker     {stack.bootstrap_servers}",
                         f"schema registry  {stack.registry_url}",
+                        f"PostgreSQL       {stack.postgres_dsn}",
                         *(
                             [
                                 f"engine metrics   http://127.0.0.1:{ENGINE_METRICS}/metrics",
@@ -197,7 +199,8 @@ def up(
 def exec(ctx: typer.Context) -> None:  # noqa: A001
     """Start a throw-away stack, run the command after ``--`` against it, and stop the stack.
 
-    The command sees XBUS_BOOTSTRAP_SERVERS and XBUS_SCHEMA_REGISTRY_URL; its exit code is ours.
+    The command sees XBUS_BOOTSTRAP_SERVERS, XBUS_SCHEMA_REGISTRY_URL and XBUS_POSTGRES_DSN;
+    its exit code is ours.
     """
     if not ctx.args:
         raise typer.BadParameter("give the command to run after --, e.g. xbus stack exec -- pytest")
@@ -208,7 +211,10 @@ def exec(ctx: typer.Context) -> None:  # noqa: A001
     except LauncherError as error:
         stack.remove_data()
         raise fail(error) from None
-    console.print(f"Kafka on {stack.bootstrap_servers}, registry on {stack.registry_url}")
+    console.print(
+        f"Kafka on {stack.bootstrap_servers}, registry on {stack.registry_url}, "
+        f"PostgreSQL {stack.postgres_dsn}"
+    )
     # Ctrl-C reaches the command (same process group); we wait for it, then clean up.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

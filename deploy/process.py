@@ -1,28 +1,46 @@
 """Child processes of the local stack: started in their own session (so a Ctrl-C reaches
 only the supervisor, which stops them in order), tied to the supervisor's life (they get
-SIGTERM if it dies), recorded in pid files, and stopped with SIGTERM then SIGKILL."""
+their stop signal, SIGTERM unless told otherwise, if it dies), recorded in pid files, and
+stopped with that signal then SIGKILL."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
+import pwd
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from deploy.errors import LauncherError
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    # Not on Linux: the supervisor's own shutdown still stops its children.
+def _die_with_parent(stop_signal: signal.Signals) -> None:
+    # Not on Linux: the supervisor's own shutdown still stops its children. Runs after
+    # subprocess has switched the child's user, which would have cleared an earlier setting.
     with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, stop_signal)
+
+
+def credentials_of(user: str | None) -> dict[str, Any]:
+    """The ``subprocess`` arguments that run a child as system user ``user``, with that
+    user's own groups and none of ours (the caller must be root); none for None (as us)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {
+        "user": entry.pw_uid,
+        "group": entry.pw_gid,
+        "extra_groups": os.getgrouplist(user, entry.pw_gid),
+    }
 
 
 def check_port_free(host: str, port: int, what: str, setting: str) -> None:
@@ -68,7 +86,11 @@ class ManagedProcess:
         pid_file: Path,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        user: str | None = None,
     ) -> None:
+        """``stop_signal`` is what asks the process to shut down cleanly; ``user`` is the
+        system user it runs as (None: ours)."""
         self.name = name
         self.argv = list(argv)
         self.log_file = log_file
@@ -78,6 +100,8 @@ class ManagedProcess:
         self.tag = f"{TAG_VARIABLE}={pid_file}"
         self.env = {**(env if env is not None else os.environ), TAG_VARIABLE: str(pid_file)}
         self.cwd = cwd
+        self.stop_signal = stop_signal
+        self.user = user
         self.process: subprocess.Popen[bytes] | None = None
 
     def stop_leftover(self) -> None:
@@ -90,7 +114,7 @@ class ManagedProcess:
             pid = 0
         if pid and self.tag.encode() in _environment(pid):
             print(f"stopping {self.name} left running by an earlier run (pid {pid})", flush=True)
-            _terminate_pid(pid, timeout=20)
+            _terminate_pid(pid, self.stop_signal, timeout=20)
         self.pid_file.unlink(missing_ok=True)
 
     def start(self) -> None:
@@ -107,7 +131,8 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, self.stop_signal),
+                **credentials_of(self.user),
             )
         self.pid_file.write_text(str(self.process.pid))
 
@@ -145,9 +170,10 @@ class ManagedProcess:
         )
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; a stopped process is left alone."""
+        """The stop signal, then SIGKILL after ``timeout`` seconds; a stopped process is left
+        alone."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -156,9 +182,9 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
 
 
-def _terminate_pid(pid: int, timeout: float) -> None:
+def _terminate_pid(pid: int, stop_signal: signal.Signals, timeout: float) -> None:
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, stop_signal)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout

@@ -1,5 +1,5 @@
-"""The local stack: broker and registry, and for ``make run`` the engine, a connector and the
-demo department, each a child process stopped in reverse order."""
+"""The local stack: broker, registry and PostgreSQL, and for ``make run`` the engine, a
+connector and the demo department, each a child process stopped in reverse order."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deploy.kafka import KafkaConfig, LocalKafka
+from deploy.postgres import LocalPostgres, PostgresConfig
 from deploy.process import ManagedProcess, free_port
 from deploy.registry import LocalRegistry, RegistryConfig
 from xbus.settings import REPO_ROOT
@@ -31,6 +32,8 @@ class StackSettings(BaseSettings):
     controller_port: int = 9093
     registry_port: int = 8081
     registry_management_port: int = 8091
+    # Not 5432, where a system PostgreSQL usually listens.
+    postgres_port: int = 5433
     kafka_heap: str = "768m"
     start_timeout: float = 120.0
 
@@ -42,12 +45,14 @@ class StackSettings(BaseSettings):
 
 @dataclass
 class LocalStack:
-    """A Kafka broker and a schema registry on loopback, plus any components started on them."""
+    """A Kafka broker, a schema registry and PostgreSQL on loopback, plus any components
+    started on them."""
 
     settings: StackSettings
     data_dir: Path
     kafka: LocalKafka = field(init=False)
     registry: LocalRegistry = field(init=False)
+    postgres: LocalPostgres = field(init=False)
     components: list[ManagedProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -77,6 +82,16 @@ class LocalStack:
                 start_timeout=s.start_timeout,
             )
         )
+        self.postgres = LocalPostgres(
+            PostgresConfig(
+                host=s.host,
+                port=s.postgres_port,
+                data_dir=self.data_dir / "postgres" / "data",
+                run_dir=run_dir,
+                log_dir=self.data_dir / "postgres",
+                start_timeout=s.start_timeout,
+            )
+        )
 
     @classmethod
     def persistent(cls, settings: StackSettings | None = None) -> LocalStack:
@@ -94,9 +109,14 @@ class LocalStack:
                 "controller_port": free_port(),
                 "registry_port": free_port(),
                 "registry_management_port": free_port(),
+                "postgres_port": free_port(),
             }
         )
-        return cls(settings, Path(tempfile.mkdtemp(prefix="xbus-stack-")))
+        data_dir = Path(tempfile.mkdtemp(prefix="xbus-stack-"))
+        # mkdtemp makes it 0700; PostgreSQL may run as its own system user (when we are root)
+        # and must pass through to its data dir inside. Passing, not listing.
+        data_dir.chmod(0o711)
+        return cls(settings, data_dir)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -108,11 +128,17 @@ class LocalStack:
         """The registry's Confluent-API URL."""
         return self.registry.config.url
 
+    @property
+    def postgres_dsn(self) -> str:
+        """The URL of the bus's PostgreSQL database."""
+        return self.postgres.dsn
+
     def client_env(self) -> dict[str, str]:
         """The environment that points xbus components and tests at this stack."""
         return {
             "XBUS_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "XBUS_SCHEMA_REGISTRY_URL": self.registry_url,
+            "XBUS_POSTGRES_DSN": self.postgres_dsn,
             "XBUS_PSEUDONYM_KEY_FILE": str(self.pseudonym_key_file()),
         }
 
@@ -127,13 +153,20 @@ class LocalStack:
         return path
 
     def start(self) -> None:
-        """Start the broker, then the registry; if the registry fails, the broker is stopped."""
-        self.kafka.start()
-        try:
-            self.registry.start()
-        except BaseException:
-            self.kafka.stop()
-            raise
+        """Start the broker, the registry, then PostgreSQL; if one fails, what was started is
+        stopped, last first."""
+        parts: list[LocalKafka | LocalRegistry | LocalPostgres] = [
+            self.kafka,
+            self.registry,
+            self.postgres,
+        ]
+        for index, part in enumerate(parts):
+            try:
+                part.start()
+            except BaseException:
+                for started in reversed(parts[: index + 1]):
+                    started.stop()
+                raise
 
     def start_component(self, name: str, args: list[str], log_name: str) -> ManagedProcess:
         """Start ``xbus <args>`` against this stack, its output in ``<data>/logs/<log_name>``."""
@@ -150,10 +183,12 @@ class LocalStack:
         return process
 
     def stop(self) -> None:
-        """Stop the components (last started first), the registry, then the broker."""
+        """Stop the components (last started first), PostgreSQL, the registry, then the
+        broker."""
         for process in reversed(self.components):
             process.stop(timeout=20)
         self.components.clear()
+        self.postgres.stop()
         self.registry.stop()
         self.kafka.stop()
 

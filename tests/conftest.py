@@ -1,9 +1,10 @@
-"""Session fixtures: a real Kafka broker and schema registry for the tests that need them.
+"""Session fixtures: a real Kafka broker and schema registry, and a real PostgreSQL, for the
+tests that need them.
 
-Where they come from, in order: the addresses in XBUS_BOOTSTRAP_SERVERS and
-XBUS_SCHEMA_REGISTRY_URL (``make test`` starts the launcher and sets them); else containers,
-where a Docker engine answers; else the launcher, started here. When none works, a test that
-needs the broker is skipped, or fails under CI=true.
+Where they come from, in order: the addresses in XBUS_BOOTSTRAP_SERVERS,
+XBUS_SCHEMA_REGISTRY_URL and XBUS_POSTGRES_DSN (``make test`` starts the launcher and sets
+them); else containers, where a Docker engine answers; else the launcher, started here. When
+none works, a test that needs them is skipped, or fails under CI=true.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -102,9 +105,9 @@ def _from_launcher() -> Generator[Bus, None, None]:
         stack.remove_data()
 
 
-def _missing(reason: str) -> None:
+def _missing(reason: str, needed: str = "a Kafka broker and a schema registry") -> None:
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the tests need a Kafka broker and a schema registry: {reason}")
+        pytest.fail(f"the tests need {needed}: {reason}")
     pytest.skip(reason)
 
 
@@ -116,7 +119,7 @@ def bus() -> Iterator[Bus]:
         problem = _reachable(settings)
         if problem:
             _missing(problem)
-        _ORIGIN.append(f"from the environment: {settings.bootstrap_servers}")
+        _ORIGIN.append(f"a real broker, from the environment: {settings.bootstrap_servers}")
         yield Bus(settings, "environment")
         return
     source = _from_containers if _docker_answers() else _from_launcher
@@ -126,22 +129,100 @@ def bus() -> Iterator[Bus]:
     except Exception as exc:
         _missing(f"could not start a broker and registry ({source.__name__}): {exc}")
         return
-    _ORIGIN.append(f"{found.origin}: {found.settings.bootstrap_servers}")
+    _ORIGIN.append(f"a real broker, {found.origin}: {found.settings.bootstrap_servers}")
     yield found
+    generator.close()
+
+
+def _postgres_answers(dsn: str) -> str | None:
+    """None if PostgreSQL at ``dsn`` takes a connection, else why not."""
+    import psycopg
+
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        return f"no PostgreSQL answers at {dsn}: {exc}"
+    return None
+
+
+def _postgres_from_container() -> Generator[str, None, None]:
+    from testcontainers.postgres import PostgresContainer
+
+    container = PostgresContainer(
+        "postgres:16", username="xbus", password="xbus", dbname="xbus", driver=None
+    )
+    with container:
+        yield container.get_connection_url()
+
+
+def _postgres_from_launcher() -> Generator[str, None, None]:
+    from deploy.postgres import LocalPostgres, PostgresConfig
+    from deploy.process import free_port
+
+    home = Path(tempfile.mkdtemp(prefix="xbus-postgres-"))
+    # PostgreSQL may run as its own system user (when we are root), which must reach its data.
+    home.chmod(0o711)
+    postgres = LocalPostgres(
+        PostgresConfig(
+            port=free_port(),
+            data_dir=home / "data",
+            run_dir=home / "run",
+            log_dir=home,
+        )
+    )
+    try:
+        postgres.start()
+        yield postgres.dsn
+    finally:
+        postgres.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """The URL of a real PostgreSQL database the tests may create tables in."""
+    needed = "a PostgreSQL server"
+    dsn = os.environ.get("XBUS_POSTGRES_DSN")
+    if dsn:
+        problem = _postgres_answers(dsn)
+        if problem:
+            _missing(problem, needed)
+        _ORIGIN.append(f"a real PostgreSQL, from the environment: {dsn}")
+        yield dsn
+        return
+    origin, source = (
+        ("containers", _postgres_from_container)
+        if _docker_answers()
+        else ("launcher (fixture)", _postgres_from_launcher)
+    )
+    try:
+        generator = source()
+        dsn = next(generator)
+    except Exception as exc:
+        _missing(f"could not start PostgreSQL ({source.__name__}): {exc}", needed)
+        return
+    _ORIGIN.append(f"a real PostgreSQL, {origin}: {dsn}")
+    yield dsn
     generator.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     servers = os.environ.get("XBUS_BOOTSTRAP_SERVERS")
     registry = os.environ.get("XBUS_SCHEMA_REGISTRY_URL")
-    if servers:
-        return [f"xbus: real Kafka broker at {servers}, schema registry at {registry}"]
-    return ["xbus: broker and registry started by the session fixture when first needed"]
+    postgres = os.environ.get("XBUS_POSTGRES_DSN")
+    return [
+        f"xbus: real Kafka broker at {servers}, schema registry at {registry}"
+        if servers
+        else "xbus: broker and registry started by the session fixture when first needed",
+        f"xbus: real PostgreSQL at {postgres}"
+        if postgres
+        else "xbus: PostgreSQL started by the session fixture when first needed",
+    ]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for origin in _ORIGIN:
-        terminalreporter.write_line(f"xbus integration tests ran against a real broker, {origin}")
+        terminalreporter.write_line(f"xbus integration tests ran against {origin}")
 
 
 @pytest.fixture(scope="session")
