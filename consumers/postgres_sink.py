@@ -28,6 +28,7 @@ from consumers.exceptions import DeliveryRefused, TargetUnavailable
 from consumers.postgres_columns import Column, columns_of
 from consumers.runtime import Position
 from xbus.envelope import Op
+from xbus.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ class PostgresSink:
     connector = "postgres"
 
     def __init__(self, dsn: str, db_schema: str) -> None:
+        if db_schema.startswith("pg_"):
+            raise ConfigurationError(
+                f"database schema {db_schema!r}: PostgreSQL keeps names starting with pg_ for "
+                "itself; choose another with --db-schema"
+            )
         self.dsn = dsn
         self.db_schema = db_schema
         self._conn: psycopg.Connection[Any] | None = None

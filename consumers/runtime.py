@@ -144,6 +144,9 @@ class Connector:
                     # Bounded memory: librdkafka prefetches at most this much per partition set.
                     "queued.max.messages.kbytes": 8192,
                     "fetch.wait.max.ms": 50,
+                    # A killed connector's partitions move to its replacement after this long.
+                    "session.timeout.ms": 10000,
+                    "heartbeat.interval.ms": 2000,
                 },
             )
         )
