@@ -7,11 +7,13 @@ import json
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka import Consumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Bus
-from tests.integration.components import component, wait_for
+from tests.integration.components import component, metrics_port, wait_for
 from tests.integration.delivery_feed import DeliveryFeed, licence
 from tests.integration.webhook_receiver import webhook_receiver
 from xbus.envelope import Op
@@ -46,6 +48,25 @@ def _dead_letters(bus: Bus, subscriber: str, count: int) -> list[dict[str, bytes
     return found
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _metrics(port: int, wanted: str) -> Samples | None:
+    """The connector's /metrics samples by (name, labels) once ``wanted`` appears in it."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    if wanted not in text:
+        return None
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
 def test_a_webhook_that_fails_for_a_while_gets_every_event_once_signed(
     bus: Bus, tmp_path: Path
 ) -> None:
@@ -53,6 +74,7 @@ def test_a_webhook_that_fails_for_a_while_gets_every_event_once_signed(
     feed = DeliveryFeed(bus.settings, subscriber)
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(secret)
+    port = metrics_port()
     with webhook_receiver(secret) as receiver:
         receiver.fail_with = 500
         for n in range(300):
@@ -71,7 +93,7 @@ def test_a_webhook_that_fails_for_a_while_gets_every_event_once_signed(
             "--secret-file",
             str(secret_file),
             "--metrics-port",
-            "0",
+            str(port),
         ):
             wait_for(lambda: receiver.failed_requests >= 4, 60, "the connector to retry")
             assert not receiver.processed, "nothing is delivered while the endpoint fails"
@@ -82,6 +104,17 @@ def test_a_webhook_that_fails_for_a_while_gets_every_event_once_signed(
                 feed.send(f"k{n % 40}", Op.UPDATE, licence(n % 40, n))
             feed.flush()
             wait_for(lambda: len(receiver.processed) >= 350, 60, "the later events")
+            metrics = wait_for(
+                lambda: _metrics(port, "xbus_connector_lag_events{"), 30, "lag metrics"
+            )
+    who = {"subscriber": subscriber, "connector": "webhook"}
+    assert _sample(metrics, "xbus_events_delivered_total", dataset="business_licence", **who) == 350
+    assert _sample(metrics, "xbus_connector_failures_total", reason="http_500", **who) >= 4
+    assert _sample(metrics, "xbus_connector_retries_total", **who) >= 4
+    assert _sample(metrics, "xbus_end_to_end_latency_seconds_count", **who) == 350
+    assert _sample(metrics, "xbus_connector_paused", **who) == 0
+    lag = [v for (name, _), v in metrics.items() if name == "xbus_connector_lag_events"]
+    assert lag and sum(lag) == 0
     sent_ids = [e["event_id"] for e in feed.sent]
     assert set(receiver.processed) == set(sent_ids)
     assert receiver.bad_signatures == 0
