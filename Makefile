@@ -32,10 +32,12 @@ test: install
 	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Publishing throughput of the SDK next to raw confluent-kafka (docs/publishing.md), and the
-# engine next to a raw passthrough (docs/grants.md), each on a throw-away stack of its own.
+# engine next to a raw passthrough (docs/grants.md), and end-to-end delivery latency to a
+# webhook (docs/delivery.md), each on a throw-away stack of its own.
 bench: install
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_publish.py $(BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_engine.py $(BENCH_ARGS)
+	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_delivery $(DELIVERY_BENCH_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
