@@ -37,6 +37,9 @@ DEMO_SUBSCRIBERS = ("tax_bureau", "social_security", "one_stop_centre", "open_da
 GRANTS_DIR = REPO_ROOT / "grants"
 ENGINE_METRICS = 9102
 CONNECTOR_METRICS = 9103
+POSTGRES_CONNECTOR_METRICS = 9105
+# The demo subscriber whose datasets are also kept as tables in the stack's PostgreSQL.
+TABLE_SUBSCRIBER = "tax_bureau"
 DEMO_METRICS = 9101
 GATEWAY_PORT = 8088
 
@@ -135,6 +138,19 @@ def up(
                 "connector-file.log",
             )
             stack.start_component(
+                "postgres connector",
+                [
+                    "run",
+                    "connector",
+                    "postgres",
+                    "--subscriber",
+                    TABLE_SUBSCRIBER,
+                    "--metrics-port",
+                    str(POSTGRES_CONNECTOR_METRICS),
+                ],
+                "connector-postgres.log",
+            )
+            stack.start_component(
                 "gateway", ["run", "gateway", "--port", str(GATEWAY_PORT)], "gateway.log"
             )
             publisher = stack.start_component(
@@ -160,6 +176,7 @@ def up(
                                 f"ingest gateway   http://127.0.0.1:{GATEWAY_PORT}/docs "
                                 "(keys: xbus gateway new-key)",
                                 f"delivered files  {stack.data_dir / 'out'}/<subscriber>/",
+                                f"delivered tables {TABLE_SUBSCRIBER}.* (psql <PostgreSQL above>)",
                             ]
                             if demo
                             else []
