@@ -79,12 +79,20 @@ class FileSink:
             self._rotate(key, f)
             f = None
         if f is None:
-            folder = self.directory / subscriber
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{dataset}.jsonl"
-            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
-            f = _OpenFile(path, handle, _created(path), path.stat().st_size)
-            self._files[key] = f
+            f = self._open(key)
+            if f.size and self._due(f):  # grew old while the connector was stopped
+                self._rotate(key, f)
+                f = self._open(key)
+        return f
+
+    def _open(self, key: tuple[str, str]) -> _OpenFile:
+        subscriber, dataset = key
+        folder = self.directory / subscriber
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{dataset}.jsonl"
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        f = _OpenFile(path, handle, _created(path), path.stat().st_size)
+        self._files[key] = f
         return f
 
     def _due(self, f: _OpenFile) -> bool:

@@ -10,6 +10,10 @@ latency of each is its arrival at the receiver minus the moment it was handed to
 A rate is held when, at the end of its phase, the receiver is less than one second of events
 behind (the lag did not grow).
 
+Then the connector alone: N subscriber-view events pre-loaded onto a subscriber topic are
+delivered by a fresh webhook connector, once with one event per request and once with 100;
+events/s is N over the span from the first arrival to the last.
+
     make bench
     python tests/benchmarks/bench_delivery.py --rates 500,1000,5000 --seconds 120
 """
@@ -31,6 +35,7 @@ from producers.demodata import DemoData
 from producers.publisher import Publisher
 from streams.grant_files import apply_grants
 from tests.integration.components import wait_for
+from tests.integration.delivery_feed import DeliveryFeed, licence
 from tests.integration.webhook_receiver import webhook_receiver
 from xbus.catalog import Catalog
 from xbus.contracts import register_catalog
@@ -50,6 +55,7 @@ def main() -> None:
     parser.add_argument("--rates", default="500,1000,2000,5000", help="offered events/s")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each phase")
     parser.add_argument("--events-per-request", type=int, default=100)
+    parser.add_argument("--connector-events", type=int, default=20_000)
     args = parser.parse_args()
     settings = BusSettings()
     catalog = Catalog.load(settings.schemas_dir)
@@ -146,6 +152,13 @@ def main() -> None:
                 p.terminate()
             for p in processes:
                 p.wait(60)
+    for per_request in (1, 100):
+        rate = _connector_alone(settings, args.connector_events, per_request, logs)
+        print(
+            f"webhook connector alone, {per_request} event(s) per request: "
+            f"{rate:,.0f} events/s over {args.connector_events} pre-loaded events",
+            flush=True,
+        )
     held_rates = [r[0] for r in rows if r[6]]
     print(
         f"highest offered rate held: {max(held_rates):.0f} events/s"
@@ -153,6 +166,44 @@ def main() -> None:
         else "no offered rate was held"
     )
     print(f"component logs: {logs}")
+
+
+def _connector_alone(settings: BusSettings, count: int, per_request: int, logs: Path) -> float:
+    subscriber = f"bench_direct_{uuid.uuid4().hex[:6]}"
+    feed = DeliveryFeed(settings, subscriber)
+    for n in range(count):
+        feed.send(f"k{n}", Op.CREATE, licence(n))
+    feed.flush()
+    secret = secrets.token_hex(16)
+    with webhook_receiver(secret.encode()) as receiver:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "run",
+                "connector",
+                "webhook",
+                "--subscriber",
+                subscriber,
+                "--url",
+                receiver.url,
+                "--events-per-request",
+                str(per_request),
+                "--metrics-port",
+                "0",
+            ],
+            stdout=open(logs / f"{subscriber}.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "XBUS_WEBHOOK_SECRET": secret},
+        )
+        try:
+            wait_for(lambda: len(receiver.processed) >= count, 600, "the pre-loaded events")
+        finally:
+            process.terminate()
+            process.wait(60)
+        times = sorted(receiver.arrival_times.values())
+    return count / max(times[-1] - times[0], 1e-9)
 
 
 if __name__ == "__main__":

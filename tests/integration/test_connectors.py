@@ -231,3 +231,25 @@ def test_the_file_connector_rotates_and_keeps_every_event(bus: Bus, tmp_path: Pa
     assert len(files) >= 3, "0.1 MB files rotate several times for 2000 events"
     assert all(f.stat().st_size < 0.1 * 1024 * 1024 + 64 * 1024 for f in files)
     assert sorted(e["event_id"] for e in lines()) == sorted(e["event_id"] for e in feed.sent)
+
+
+def test_sigterm_while_the_endpoint_is_down_stops_promptly_and_loses_nothing(
+    bus: Bus, tmp_path: Path
+) -> None:
+    subscriber, secret = _subscriber(), b"term-secret"
+    feed = DeliveryFeed(bus.settings, subscriber)
+    for n in range(100):
+        feed.send(f"k{n}", Op.CREATE, licence(n))
+    feed.flush()
+    args = ("connector", "webhook", "--subscriber", subscriber, "--metrics-port", "0")
+    env = {"XBUS_WEBHOOK_SECRET": secret.decode()}
+    with webhook_receiver(secret) as receiver:
+        receiver.fail_with = 503
+        with component(bus, tmp_path, "first", *args, "--url", receiver.url, env=env) as first:
+            wait_for(lambda: receiver.failed_requests >= 2, 30, "the endpoint to be tried")
+            first.terminate()
+            assert first.wait(15) == 0, "SIGTERM ends a connector cleanly even mid-retry"
+        receiver.fail_with = None
+        with component(bus, tmp_path, "second", *args, "--url", receiver.url, env=env):
+            wait_for(lambda: len(receiver.processed) >= 100, 60, "every event after the restart")
+    assert set(receiver.processed) == {e["event_id"] for e in feed.sent}
