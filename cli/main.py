@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import gateway, grants, publish, run, schemas, stack
+from cli import gateway, grants, publish, run, schemas, sse, stack
 
 app = typer.Typer(
     help="xbus: the city's data exchange bus.", no_args_is_help=True, add_completion=False
@@ -13,6 +13,7 @@ app.add_typer(run.app, name="run")
 app.add_typer(stack.app, name="stack")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(sse.app, name="sse")
 app.add_typer(grants.app, name="grants")
 app.add_typer(grants.reference, name="reference")
 app.command("publish")(publish.publish)

@@ -91,6 +91,7 @@ def _run_connector(
     from consumers.runtime import Connector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry lookup
     serve_metrics(metrics_port, bus_settings().metrics_host)
     stop = _stop_on_signals()
 
@@ -224,3 +225,46 @@ def gateway(
     from producers.gateway import build_gateway
 
     uvicorn.run(build_gateway(bus_settings()), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def sse(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+    tokens_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The stream tokens file (default: XBUS_SSE_TOKENS_FILE or .xbus/sse-tokens.toml)."
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None, typer.Option(help="Seconds between heartbeats on an idle stream.")
+    ] = None,
+    slow_client_timeout: Annotated[
+        float | None,
+        typer.Option(help="Cut off a client that takes no data for this many seconds."),
+    ] = None,
+    metrics_port: MetricsPort = 0,
+) -> None:
+    """The live stream: subscribers' datasets as Server-Sent Events on /v1/stream (metrics
+    at /metrics too)."""
+    import uvicorn
+
+    from consumers.sse import StreamSettings, build_stream_service
+    from consumers.sse_tokens import SubscriberTokens
+
+    given = {
+        "tokens_file": tokens_file,
+        "heartbeat_interval": heartbeat_interval,
+        "slow_client_timeout": slow_client_timeout,
+    }
+    options = StreamSettings().model_copy(update={k: v for k, v in given.items() if v is not None})
+    service = build_stream_service(
+        bus_settings(),
+        SubscriberTokens.load(options.tokens_file),
+        options.resume_secret(),
+        options,
+    )
+    serve_metrics(metrics_port, bus_settings().metrics_host)
+    # Streams never end on their own: at shutdown, give them a moment, then close them.
+    uvicorn.run(service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
