@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streams.grants import Grant, GrantProblem, grant_files, parse_grant, read_grant_file
+from streams.grants import Grant, parse_grant
 from streams.policy import CompiledGrant, check_and_compile
 from streams.state import current_grants, grant_value
 from xbus.admin import ensure_topics
@@ -20,6 +20,7 @@ from xbus.catalog import Catalog
 from xbus.errors import XbusError
 from xbus.settings import BusSettings
 from xbus.topics import GRANTS_TOPIC
+from xbus.yaml_files import FileProblem, read_yaml_file, yaml_files
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,18 @@ class LoadedGrant:
 
 def load_grants(
     targets: Iterable[Path], catalog: Catalog
-) -> tuple[list[LoadedGrant], list[GrantProblem]]:
+) -> tuple[list[LoadedGrant], list[FileProblem]]:
     """Every grant under ``targets`` and every problem found: in a file, against the
     catalog, or between files (two grants of one subscriber on one dataset, one id twice)."""
     loaded: list[LoadedGrant] = []
-    problems: list[GrantProblem] = []
+    problems: list[FileProblem] = []
     for target in targets:
         if not target.exists():
-            problems.append(GrantProblem(str(target), None, "no such file or folder"))
+            problems.append(FileProblem(str(target), None, "no such file or folder"))
             continue
-        for path in grant_files(target):
-            file = read_grant_file(path)
-            if isinstance(file, GrantProblem):
+        for path in yaml_files(target):
+            file = read_yaml_file(path)
+            if isinstance(file, FileProblem):
                 problems.append(file)
                 continue
             grant = parse_grant(file)
@@ -53,7 +54,7 @@ def load_grants(
             result = check_and_compile(grant, catalog)
             if isinstance(result, list):
                 problems += [
-                    GrantProblem(str(path), file.line_of(loc), message) for loc, message in result
+                    FileProblem(str(path), file.line_of(loc), message) for loc, message in result
                 ]
                 continue
             loaded.append(LoadedGrant(grant, path))
@@ -63,7 +64,7 @@ def load_grants(
 
 def conflicts(
     loaded: list[LoadedGrant], stored: dict[str, tuple[Grant, int]] | None = None
-) -> list[GrantProblem]:
+) -> list[FileProblem]:
     """Two grants of one subscriber on one dataset, or one id in two files. One grant per
     subscriber and dataset keeps what a subscriber receives decidable by a single file."""
     problems = []
@@ -75,7 +76,7 @@ def conflicts(
         g = item.grant
         if g.grant in by_id:
             problems.append(
-                GrantProblem(
+                FileProblem(
                     str(item.path), 1, f"grant id {g.grant} is also used by {by_id[g.grant]}"
                 )
             )
@@ -83,7 +84,7 @@ def conflicts(
         other = by_pair.get((g.subscriber, g.dataset))
         if other is not None and other != g.grant:
             problems.append(
-                GrantProblem(
+                FileProblem(
                     str(item.path),
                     1,
                     f"{g.subscriber} already has grant {other} on {g.dataset}; "

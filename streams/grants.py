@@ -30,16 +30,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streams.masks import MASK_TYPES, Mask
 from xbus.envelope import Op
+from xbus.yaml_files import FileProblem, YamlFile
 
 GRANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 SUBSCRIBER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -124,78 +121,10 @@ class Grant(_Strict):
         return self.valid_from <= now and (self.valid_until is None or now < self.valid_until)
 
 
-@dataclass(frozen=True)
-class GrantProblem:
-    """One mistake in a grant file: where, and what."""
-
-    file: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.file}:{self.line}: {self.message}"
-            if self.line
-            else (f"{self.file}: {self.message}")
-        )
-
-
-@dataclass(frozen=True)
-class GrantFile:
-    """A grant file as read: its raw content and the line of each key path."""
-
-    path: Path
-    content: Any
-    lines: dict[tuple[str, ...], int]
-
-    def line_of(self, location: tuple[Any, ...]) -> int | None:
-        """The line of the deepest key of ``location`` the file has."""
-        key = tuple(str(part) for part in location)
-        while key:
-            if key in self.lines:
-                return self.lines[key]
-            key = key[:-1]
-        return 1
-
-
-def _key_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = (*prefix, str(key.value))
-            out[path] = key.start_mark.line + 1
-            _key_lines(value, path, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            path = (*prefix, str(index))
-            out[path] = item.start_mark.line + 1
-            _key_lines(item, path, out)
-
-
-def read_grant_file(path: Path) -> GrantFile | GrantProblem:
-    """Read a grant file, or say why it cannot be read."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        content = yaml.safe_load(text)
-    except OSError as exc:
-        return GrantProblem(str(path), None, f"cannot read: {exc}")
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return GrantProblem(
-            str(path),
-            mark.line + 1 if mark else None,
-            f"not valid YAML: {getattr(exc, 'problem', exc)}",
-        )
-    lines: dict[tuple[str, ...], int] = {}
-    if node is not None:
-        _key_lines(node, (), lines)
-    return GrantFile(path, content, lines)
-
-
-def parse_grant(file: GrantFile) -> Grant | list[GrantProblem]:
+def parse_grant(file: YamlFile) -> Grant | list[FileProblem]:
     """The grant in ``file``, or every problem pydantic finds, each with its line."""
     if not isinstance(file.content, dict):
-        return [GrantProblem(str(file.path), 1, "a grant file holds one mapping of keys")]
+        return [FileProblem(str(file.path), 1, "a grant file holds one mapping of keys")]
     try:
         return Grant.model_validate(file.content)
     except ValidationError as exc:
@@ -212,18 +141,10 @@ def parse_grant(file: GrantFile) -> Grant | list[GrantProblem]:
             elif error["type"] == "union_tag_not_found":
                 message = f"a mask needs a type, one of {', '.join(MASK_TYPES)}"
             problems.append(
-                GrantProblem(
+                FileProblem(
                     str(file.path),
                     file.line_of(location),
                     f"{where}: {message}" if where else message,
                 )
             )
         return problems
-
-
-def grant_files(target: Path) -> Iterator[Path]:
-    """The grant files at ``target``: the file itself, or every ``*.yaml`` below a folder."""
-    if target.is_dir():
-        yield from sorted([*target.rglob("*.yaml"), *target.rglob("*.yml")])
-    else:
-        yield target

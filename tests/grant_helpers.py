@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.grants import Grant, GrantFile, parse_grant, read_grant_file
+from streams.grants import Grant, parse_grant
 from streams.policy import CompiledGrant, check_and_compile
 from xbus.catalog import Catalog
+from xbus.yaml_files import YamlFile, read_yaml_file
 
 
 def load_grant(path: Path) -> Grant:
     """The grant in ``path``; fails the test with the problems if it is not valid."""
-    file = read_grant_file(path)
-    assert isinstance(file, GrantFile), file
+    file = read_yaml_file(path)
+    assert isinstance(file, YamlFile), file
     grant = parse_grant(file)
     assert isinstance(grant, Grant), grant
     return grant
