@@ -201,6 +201,72 @@ def file_connector(
 
 
 @app.command()
+def deliveries(
+    targets: Annotated[
+        list[Path], typer.Argument(help="Delivery files, or folders of them (*.yaml).")
+    ],
+    check: Annotated[bool, typer.Option(help="Only check the files, then exit.")] = False,
+    batch_size: BatchSize = 500,
+    metrics_port: MetricsPort = 9106,
+) -> None:
+    """Run every delivery the subscribers' delivery files declare (webhook, postgres, file),
+    each its own connector in this process; one that fails stops them all."""
+    from cli.output import console, fail, problem
+    from consumers.deliveries import build_sink, load_deliveries
+    from consumers.runtime import Connector
+    from xbus.errors import XbusError
+
+    found, problems = load_deliveries(targets)
+    for p in problems:
+        problem("invalid", p)
+    if problems:
+        raise typer.Exit(1)
+    plan = [(s.subscriber, i, d) for s in found for i, d in enumerate(s.deliveries)]
+    if check:
+        for subscriber, _, d in plan:
+            console.print(f"{subscriber}: {d.kind}")
+        console.print(f"{len(plan)} deliveries of {len(found)} subscribers are valid")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        connectors = [
+            Connector(
+                bus_settings(),
+                [subscriber],
+                build_sink(subscriber, d),
+                group_id=f"xbus-{d.kind}-{subscriber}" + (f"-{i}" if i else ""),
+                batch_size=batch_size,
+            )
+            for subscriber, i, d in plan
+        ]
+    except XbusError as exc:
+        raise fail(exc) from None
+    serve_metrics(metrics_port, bus_settings().metrics_host)
+    stop = _stop_on_signals()
+    failures: list[BaseException] = []
+
+    def run(connector: Connector) -> None:
+        try:
+            connector.run(stop)
+        except BaseException as exc:  # one broken delivery stops the process, visibly
+            logging.exception("%s of %s failed", connector.sink.connector, connector.subscribers)
+            failures.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=run, args=(c,), name=c.group_id) for c in connectors]
+    for thread in threads:
+        thread.start()
+    for subscriber, _, d in plan:
+        print(f"delivering to {subscriber} by {d.kind}", flush=True)
+    while any(t.is_alive() for t in threads):
+        for thread in threads:
+            thread.join(0.5)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     rate: Annotated[float, typer.Option(help="Licences issued per second.")] = 1.0,
     count: Annotated[int, typer.Option(help="Stop after this many (0: run until stopped).")] = 0,
