@@ -85,13 +85,19 @@ GroupId = Annotated[
 ]
 
 
+def _quiet_http_clients() -> None:
+    # The registry client logs one INFO line per request; nobody needs those.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _run_connector(
     subscribers: list[str], sink: Sink, metrics_port: int, batch_size: int, group: str | None
 ) -> None:
     from consumers.runtime import Connector
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry lookup
+    _quiet_http_clients()
     serve_metrics(metrics_port, bus_settings().metrics_host)
     stop = _stop_on_signals()
 
@@ -228,7 +234,7 @@ def deliveries(
         console.print(f"{len(plan)} deliveries of {len(found)} subscribers are valid")
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    _quiet_http_clients()
     try:
         connectors = [
             Connector(

@@ -38,6 +38,10 @@ GRANTS_DIR = REPO_ROOT / "grants"
 ENGINE_METRICS = 9102
 CONNECTOR_METRICS = 9103
 POSTGRES_CONNECTOR_METRICS = 9105
+SSE_PORT = 8090
+SSE_METRICS = 9107
+# The demo subscriber that can follow its datasets live over the SSE stream.
+STREAM_SUBSCRIBER = "open_data"
 # The demo subscriber whose datasets are also kept as tables in the stack's PostgreSQL.
 TABLE_SUBSCRIBER = "tax_bureau"
 DEMO_METRICS = 9101
@@ -82,6 +86,19 @@ def _delivered_total(port: int) -> float:
         for line in text.splitlines()
         if line.startswith("xbus_events_delivered_total{")
     )
+
+
+def _demo_stream_token(data_dir: Path) -> str:
+    """The demo stream subscriber's token, made once and kept with the local stack's data
+    (a real subscriber's token is printed once by ``xbus sse new-token`` and never stored)."""
+    from consumers.sse_tokens import new_token
+
+    kept = data_dir / "sse-demo.token"
+    if not kept.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        kept.write_text(new_token(data_dir / "sse-tokens.toml", STREAM_SUBSCRIBER))
+        kept.chmod(0o600)
+    return kept.read_text().strip()
 
 
 @app.command()
@@ -153,6 +170,21 @@ def up(
             stack.start_component(
                 "gateway", ["run", "gateway", "--port", str(GATEWAY_PORT)], "gateway.log"
             )
+            sse_token = _demo_stream_token(stack.data_dir)
+            stack.start_component(
+                "sse",
+                [
+                    "run",
+                    "sse",
+                    "--port",
+                    str(SSE_PORT),
+                    "--tokens-file",
+                    str(stack.data_dir / "sse-tokens.toml"),
+                    "--metrics-port",
+                    str(SSE_METRICS),
+                ],
+                "sse.log",
+            )
             publisher = stack.start_component(
                 "demo",
                 ["run", "demo", "--rate", str(rate), "--metrics-port", str(DEMO_METRICS)],
@@ -177,6 +209,9 @@ def up(
                                 "(keys: xbus gateway new-key)",
                                 f"delivered files  {stack.data_dir / 'out'}/<subscriber>/",
                                 f"delivered tables {TABLE_SUBSCRIBER}.* (psql <PostgreSQL above>)",
+                                f"live stream      http://127.0.0.1:{SSE_PORT}/v1/stream "
+                                f"({STREAM_SUBSCRIBER}; docs/sse.md)",
+                                f"  its token      {sse_token}",
                             ]
                             if demo
                             else []

@@ -25,7 +25,7 @@ import time
 from collections import Counter as Tally
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
@@ -38,7 +38,7 @@ from consumers.sse_feed import Chunk, ClientFeed, FeedFailed, FeedOptions, Start
 from consumers.sse_ids import Positions, ResumeIdRefused, ResumeIds
 from consumers.sse_tokens import SubscriberTokens
 from xbus.errors import ConfigurationError
-from xbus.metrics import END_TO_END_LATENCY, EVENTS_DELIVERED
+from xbus.metrics import END_TO_END_LATENCY, EVENTS_DELIVERED, SSE_CLIENTS, SSE_CLIENTS_CUT_OFF
 from xbus.serde import WriterSchemas, registry_client
 from xbus.settings import REPO_ROOT, BusSettings
 
@@ -47,12 +47,6 @@ log = logging.getLogger(__name__)
 STREAM_PATH = "/v1/stream"
 CONNECTOR = "sse"
 
-CLIENTS = Gauge("xbus_sse_clients", "Clients connected to the live stream.", ["subscriber"])
-CLIENTS_CUT_OFF = Counter(
-    "xbus_sse_clients_cut_off_total",
-    "Stream clients cut off because they took no data for slow_client_timeout seconds.",
-    ["subscriber"],
-)
 
 _DATASET = re.compile(r"^[a-z][a-z0-9_]*$")
 _HEARTBEAT = b": heartbeat\n\n"
@@ -245,11 +239,11 @@ class StreamService:
                 await refused.response()(scope, receive, send)
                 return
             await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-            CLIENTS.labels(subscriber).inc()
+            SSE_CLIENTS.labels(subscriber).inc()
             try:
                 await self._serve(subscriber, feed, first, receive, send)
             finally:
-                CLIENTS.labels(subscriber).dec()
+                SSE_CLIENTS.labels(subscriber).dec()
         finally:
             await feed.close()
 
@@ -268,7 +262,7 @@ class StreamService:
         if sending.cancelled():
             return  # the client went
         if sending.result() == "slow":
-            CLIENTS_CUT_OFF.labels(subscriber).inc()
+            SSE_CLIENTS_CUT_OFF.labels(subscriber).inc()
             log.warning(
                 "cut off a client of %s: it took no data for %.0f s",
                 subscriber,

@@ -106,6 +106,13 @@ CONNECTOR_PAUSED = Gauge(
     ["subscriber", "connector"],
 )
 
+SSE_CLIENTS = Gauge("xbus_sse_clients", "Clients connected to the live stream.", ["subscriber"])
+SSE_CLIENTS_CUT_OFF = Counter(
+    "xbus_sse_clients_cut_off_total",
+    "Stream clients cut off because they took no data for slow_client_timeout seconds.",
+    ["subscriber"],
+)
+
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` on ``host:port`` from a background thread; port 0 serves nothing."""

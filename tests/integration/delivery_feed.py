@@ -88,7 +88,7 @@ class DeliveryFeed:
         ts_ms: int | None = None,
     ) -> dict[str, Any]:
         """Queue one event (flush() waits for Kafka); returns the event as offered."""
-        event = {
+        event: dict[str, Any] = {
             "event_id": str(uuid.uuid4()),
             "department": "market_regulation",
             "dataset": self.dataset,
