@@ -33,7 +33,7 @@ from consumers.runtime import Sink
 from consumers.webhook import WebhookSink
 from xbus.errors import ConfigurationError
 from xbus.topics import delivery_topic
-from xbus.yaml_files import FileProblem, read_yaml_file, yaml_files
+from xbus.yaml_files import FileProblem, read_yaml_targets
 
 
 class _Strict(BaseModel):
@@ -129,42 +129,38 @@ def load_deliveries(
     found: list[SubscriberDeliveries] = []
     problems: list[FileProblem] = []
     seen: dict[str, Path] = {}
-    for target in targets:
-        if not target.exists():
-            problems.append(FileProblem(str(target), None, "no such file or folder"))
+    for file in read_yaml_targets(targets):
+        if isinstance(file, FileProblem):
+            problems.append(file)
             continue
-        for path in yaml_files(target):
-            file = read_yaml_file(path)
-            if isinstance(file, FileProblem):
-                problems.append(file)
-                continue
-            try:
-                parsed = SubscriberDeliveries.model_validate(file.content)
-            except ValidationError as exc:
-                for error in exc.errors():
-                    location = tuple(
-                        p for p in error["loc"] if p not in ("webhook", "postgres", "file")
-                    )
-                    where = ".".join(str(p) for p in location)
-                    message = error["msg"]
-                    if error["type"] == "union_tag_invalid":
-                        message = "kind must be webhook, postgres or file"
-                    problems.append(
-                        FileProblem(str(path), file.line_of(location), f"{where}: {message}")
-                    )
-                continue
-            if parsed.subscriber in seen:
-                problems.append(
-                    FileProblem(
-                        str(path),
-                        file.line_of(("subscriber",)),
-                        f"subscriber {parsed.subscriber} is already declared in "
-                        f"{seen[parsed.subscriber]}; keep one file per subscriber",
-                    )
+        path = file.path
+        try:
+            parsed = SubscriberDeliveries.model_validate(file.content)
+        except ValidationError as exc:
+            for error in exc.errors():
+                location = tuple(
+                    p for p in error["loc"] if p not in ("webhook", "postgres", "file")
                 )
-                continue
-            seen[parsed.subscriber] = path
-            found.append(parsed)
+                where = ".".join(str(p) for p in location)
+                message = error["msg"]
+                if error["type"] == "union_tag_invalid":
+                    message = "kind must be webhook, postgres or file"
+                problems.append(
+                    FileProblem(str(path), file.line_of(location), f"{where}: {message}")
+                )
+            continue
+        if parsed.subscriber in seen:
+            problems.append(
+                FileProblem(
+                    str(path),
+                    file.line_of(("subscriber",)),
+                    f"subscriber {parsed.subscriber} is already declared in "
+                    f"{seen[parsed.subscriber]}; keep one file per subscriber",
+                )
+            )
+            continue
+        seen[parsed.subscriber] = path
+        found.append(parsed)
     return found, problems
 
 

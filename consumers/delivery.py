@@ -4,10 +4,11 @@ from, so it can be delivered, dead-lettered, or resumed from."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from xbus.serde import WriterSchemas
 from xbus.topics import parse_delivery_topic
@@ -51,6 +52,20 @@ class Delivery:
         """The state after the change, or before it for a DELETE."""
         found: dict[str, Any] | None = self.event.get("after") or self.event.get("before")
         return found
+
+
+def carries_record(message: Message, log: logging.Logger, who: str) -> bool:
+    """True if ``message`` is a record; False for librdkafka's informational events (no
+    topic matches yet, a broker briefly away: it recovers by itself), which are logged;
+    raises on a fatal error."""
+    error = message.error()
+    if error is None:
+        return True
+    if error.fatal():
+        raise KafkaException(error)
+    if error.code() not in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF):
+        log.warning("%s: %s", who, error)
+    return False
 
 
 def message_headers(message: Message) -> list[tuple[str, bytes]]:

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumers.delivery import Delivery, decode, message_headers
+from consumers.delivery import Delivery, carries_record, decode, message_headers
 from consumers.exceptions import DeliveryRefused, TargetUnavailable
 from xbus.metrics import (
     CONNECTOR_DEAD_LETTERS,
@@ -183,18 +183,7 @@ class Connector:
         if first is None:
             return []
         rest = self._consumer.consume(self.batch_size - 1, timeout=0) if self.batch_size > 1 else []
-        return [m for m in [first, *rest] if self._usable(m)]
-
-    def _usable(self, message: Message) -> bool:
-        error = message.error()
-        if error is None:
-            return True
-        if error.fatal():
-            raise KafkaException(error)
-        # Informational: no topic matches the pattern yet, a broker is briefly away.
-        if error.code() not in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF):
-            log.warning("consumer: %s", error)
-        return False
+        return [m for m in [first, *rest] if carries_record(m, log, self._who)]
 
     def _process(self, messages: list[Message], stop: threading.Event) -> None:
         self._revoked = False

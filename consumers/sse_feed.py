@@ -19,9 +19,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from consumers.delivery import Delivery, decode
+from consumers.delivery import Delivery, carries_record, decode
 from consumers.sse_ids import Positions, ResumeIds
 from xbus.serde import RegistryUnavailable, Undecodable, WriterSchemas
 from xbus.settings import BusSettings
@@ -220,7 +220,7 @@ class ClientFeed:
             frames: list[str] = []
             events: list[tuple[str, float]] = []
             for message in messages:
-                if not self._usable(message):
+                if not carries_record(message, log, f"stream of {self.subscriber}"):
                     continue
                 delivery = self._decode(message)
                 if self._stop.is_set():
@@ -278,16 +278,6 @@ class ClientFeed:
             return 0  # below the log start, the consumer resets to the earliest kept
         _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
         return max(0, int(high))
-
-    def _usable(self, message: Message) -> bool:
-        error = message.error()
-        if error is None:
-            return True
-        if error.fatal():
-            raise KafkaException(error)
-        if error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-            log.warning("stream of %s: %s", self.subscriber, error)
-        return False
 
     def _decode(self, message: Message) -> Delivery | None:
         """The delivery, or None for bytes that are not a subscriber view (skipped: the

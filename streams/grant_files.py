@@ -20,7 +20,7 @@ from xbus.catalog import Catalog
 from xbus.errors import XbusError
 from xbus.settings import BusSettings
 from xbus.topics import GRANTS_TOPIC
-from xbus.yaml_files import FileProblem, read_yaml_file, yaml_files
+from xbus.yaml_files import FileProblem, read_yaml_targets
 
 
 @dataclass(frozen=True)
@@ -38,26 +38,22 @@ def load_grants(
     catalog, or between files (two grants of one subscriber on one dataset, one id twice)."""
     loaded: list[LoadedGrant] = []
     problems: list[FileProblem] = []
-    for target in targets:
-        if not target.exists():
-            problems.append(FileProblem(str(target), None, "no such file or folder"))
+    for file in read_yaml_targets(targets):
+        if isinstance(file, FileProblem):
+            problems.append(file)
             continue
-        for path in yaml_files(target):
-            file = read_yaml_file(path)
-            if isinstance(file, FileProblem):
-                problems.append(file)
-                continue
-            grant = parse_grant(file)
-            if isinstance(grant, list):
-                problems += grant
-                continue
-            result = check_and_compile(grant, catalog)
-            if isinstance(result, list):
-                problems += [
-                    FileProblem(str(path), file.line_of(loc), message) for loc, message in result
-                ]
-                continue
-            loaded.append(LoadedGrant(grant, path))
+        path = file.path
+        grant = parse_grant(file)
+        if isinstance(grant, list):
+            problems += grant
+            continue
+        result = check_and_compile(grant, catalog)
+        if isinstance(result, list):
+            problems += [
+                FileProblem(str(path), file.line_of(loc), message) for loc, message in result
+            ]
+            continue
+        loaded.append(LoadedGrant(grant, path))
     problems += conflicts(loaded)
     return loaded, problems
 

@@ -3,7 +3,7 @@ so that each mistake can be reported as ``file:line: what``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,3 +85,14 @@ def yaml_files(target: Path) -> Iterator[Path]:
         yield from sorted([*target.rglob("*.yaml"), *target.rglob("*.yml")])
     else:
         yield target
+
+
+def read_yaml_targets(targets: Iterable[Path]) -> Iterator[YamlFile | FileProblem]:
+    """Every YAML file under ``targets`` as read, or the problem of a target that does not
+    exist or a file that cannot be read."""
+    for target in targets:
+        if not target.exists():
+            yield FileProblem(str(target), None, "no such file or folder")
+            continue
+        for path in yaml_files(target):
+            yield read_yaml_file(path)

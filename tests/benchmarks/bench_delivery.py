@@ -55,7 +55,9 @@ def main() -> None:
     parser.add_argument("--rates", default="500,1000,2000,5000", help="offered events/s")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each phase")
     parser.add_argument("--events-per-request", type=int, default=100)
-    parser.add_argument("--connector-events", type=int, default=20_000)
+    parser.add_argument(
+        "--connector-events", type=int, default=20_000, help="0 skips the connector-alone phase"
+    )
     args = parser.parse_args()
     settings = BusSettings()
     catalog = Catalog.load(settings.schemas_dir)
@@ -152,7 +154,7 @@ def main() -> None:
                 p.terminate()
             for p in processes:
                 p.wait(60)
-    for per_request in (1, 100):
+    for per_request in (1, 100) if args.connector_events else ():
         rate = _connector_alone(settings, args.connector_events, per_request, logs)
         print(
             f"webhook connector alone, {per_request} event(s) per request: "

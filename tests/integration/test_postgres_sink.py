@@ -5,8 +5,6 @@ events, and an exact table after the connector is killed again and again."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -16,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Bus
-from tests.integration.components import wait_for
+from tests.integration.components import component, wait_for
 from tests.integration.delivery_feed import DeliveryFeed, licence
 from tests.integration.kafka_reading import end_offsets
 from xbus.envelope import Op
@@ -28,36 +26,21 @@ def _subscriber() -> str:
     return f"table_{uuid.uuid4().hex[:8]}"
 
 
-def _connector(bus: Bus, log: Path, subscriber: str, dsn: str) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cli.main",
-                "run",
-                "connector",
-                "postgres",
-                "--subscriber",
-                subscriber,
-                "--dsn",
-                dsn,
-                "--metrics-port",
-                "0",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=bus.env(),
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def _connector(bus: Bus, log_dir: Path, name: str, subscriber: str, dsn: str) -> Any:
+    """The PostgreSQL connector of ``subscriber`` as a real process (``xbus run ...``)."""
+    return component(
+        bus,
+        log_dir,
+        name,
+        "connector",
+        "postgres",
+        "--subscriber",
+        subscriber,
+        "--dsn",
+        dsn,
+        "--metrics-port",
+        "0",
+    )
 
 
 def _applied(dsn: str, subscriber: str) -> int:
@@ -98,11 +81,8 @@ def test_a_table_with_typed_columns_follows_upserts_and_deletes_and_never_rolls_
     feed.send("c", Op.DELETE, None, licence(3, 0), ts_ms=t + 30)
     feed.send("c", Op.CREATE, licence(3, 7), ts_ms=t + 40)  # created again after its delete
     feed.flush()
-    process = _connector(bus, tmp_path / "pg.log", subscriber, postgres_dsn)
-    try:
+    with _connector(bus, tmp_path, "pg", subscriber, postgres_dsn):
         wait_for(lambda: _applied(postgres_dsn, subscriber) >= 9, 60, "the sink to apply the feed")
-    finally:
-        _stop(process)
     rows = _rows(postgres_dsn, subscriber)
     assert set(rows) == {"a", "c"}
     assert _same_record(rows["a"], licence(1, 2))
@@ -155,28 +135,24 @@ def test_killed_again_and_again_while_50k_events_flow_the_table_ends_exactly_rig
 
     publisher = threading.Thread(target=publish)
     publisher.start()
-    log = tmp_path / "pg.log"
-    kills = 0
+    kills, progress = 0, 0
     try:
-        process = _connector(bus, log, subscriber, postgres_dsn)
-        progress = 0
         while kills < 5:
-            wait_for(
-                lambda p=progress: _applied(postgres_dsn, subscriber) > p + 2000,  # type: ignore[misc]
-                120,
-                "the sink to make progress",
-            )
-            process.kill()  # SIGKILL: no clean shutdown, a transaction may be cut anywhere
-            process.wait()
+            with _connector(bus, tmp_path, f"pg-{kills}", subscriber, postgres_dsn) as process:
+                wait_for(
+                    lambda p=progress: _applied(postgres_dsn, subscriber) > p + 2000,  # type: ignore[misc]
+                    120,
+                    "the sink to make progress",
+                )
+                process.kill()  # SIGKILL: no clean shutdown, a transaction may be cut anywhere
+                process.wait()
             kills += 1
             progress = _applied(postgres_dsn, subscriber)
-            process = _connector(bus, log, subscriber, postgres_dsn)
-        publisher.join()
-        assert sum(end_offsets(bus.settings, feed.topic).values()) == total
-        wait_for(lambda: _applied(postgres_dsn, subscriber) >= total, 300, "all 50k events")
     finally:
-        _stop(process)
         publisher.join()
+    assert sum(end_offsets(bus.settings, feed.topic).values()) == total
+    with _connector(bus, tmp_path, "pg-last", subscriber, postgres_dsn):
+        wait_for(lambda: _applied(postgres_dsn, subscriber) >= total, 300, "all 50k events")
     rows = _rows(postgres_dsn, subscriber)
     assert kills == 5
     assert set(rows) == set(expected), "every live key present, every deleted key absent"
