@@ -207,15 +207,22 @@ class Connector:
             attempt += 1
             self._fail(reason, detail, attempt)
             if not self._wait(self.retry.delay(attempt, retry_after), stop):
+                # Stopping, or a rebalance took the partitions: whoever reads them next
+                # starts from the last commit, so the batch in hand is dropped, not lost.
                 log.info("leaving %d undelivered events uncommitted", len(messages))
+                self._unpause()
                 return
             CONNECTOR_RETRIES.labels(self._who, self.sink.connector).inc()
+        if self._paused:
+            self._unpause()
+            log.info("%s is reachable again; delivering", self.sink.connector)
+        self._commit(messages)
+
+    def _unpause(self) -> None:
         if self._paused:
             self._paused = False
             self._consumer.resume(self._consumer.assignment())
             CONNECTOR_PAUSED.labels(self._who, self.sink.connector).set(0)
-            log.info("%s is reachable again; delivering", self.sink.connector)
-        self._commit(messages)
 
     def _decode(self, messages: list[Message]) -> list[Delivery]:
         batch: list[Delivery] = []

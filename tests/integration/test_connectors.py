@@ -253,3 +253,26 @@ def test_sigterm_while_the_endpoint_is_down_stops_promptly_and_loses_nothing(
         with component(bus, tmp_path, "second", *args, "--url", receiver.url, env=env):
             wait_for(lambda: len(receiver.processed) >= 100, 60, "every event after the restart")
     assert set(receiver.processed) == {e["event_id"] for e in feed.sent}
+
+
+def test_a_rebalance_while_the_endpoint_is_down_leaves_nothing_held(
+    bus: Bus, tmp_path: Path
+) -> None:
+    subscriber, secret = _subscriber(), b"rebalance-secret"
+    feed = DeliveryFeed(bus.settings, subscriber)
+    for n in range(300):
+        feed.send(f"k{n}", Op.CREATE, licence(n))
+    feed.flush()
+    args = ("connector", "webhook", "--subscriber", subscriber, "--metrics-port", "0")
+    env = {"XBUS_WEBHOOK_SECRET": secret.decode()}
+    with webhook_receiver(secret) as receiver:
+        receiver.fail_with = 503
+        url = ("--url", receiver.url, "--group", f"g-{subscriber}")
+        with component(bus, tmp_path, "first", *args, *url, env=env):
+            wait_for(lambda: receiver.failed_requests >= 2, 30, "the endpoint to be tried")
+            with component(bus, tmp_path, "second", *args, *url, env=env):
+                # The second member's arrival moves partitions while the first is retrying.
+                wait_for(lambda: receiver.failed_requests >= 8, 60, "both members to try")
+                receiver.fail_with = None
+                wait_for(lambda: len(receiver.processed) >= 300, 90, "every event")
+    assert set(receiver.processed) == {e["event_id"] for e in feed.sent}
