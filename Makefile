@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_publish.py $(BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_engine.py $(BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_delivery $(DELIVERY_BENCH_ARGS)
+	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_backpressure
 
 unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
