@@ -412,7 +412,7 @@ def check_and_compile(
         for step in steps:
             step(record, out)
         if derived:
-            context = {"record": cel_value(record), "op": op, "now": now}
+            context = cel.Context({"record": cel_value(record), "op": op, "now": now})
             for name, program in derived:
                 try:
                     out[name] = program.execute(context)
