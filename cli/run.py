@@ -171,8 +171,11 @@ def postgres_connector(
     """Keep one table per dataset up to date, each event applied once."""
     from consumers.postgres_sink import PostgresSink
 
-    if db_schema is None and len(subscriber) > 1:
-        raise typer.BadParameter("several subscribers share a database only with --db-schema")
+    if len(subscriber) > 1:
+        # Each subscriber's view of a dataset has its own columns and rows: one table each.
+        raise typer.BadParameter(
+            "the PostgreSQL connector keeps one subscriber's tables; run one per subscriber"
+        )
     _run_connector(
         subscriber, PostgresSink(dsn, db_schema or subscriber[0]), metrics_port, batch_size, group
     )
