@@ -140,6 +140,10 @@ def webhook_connector(
         int, typer.Option(help='1: one event per POST; more: {"events": [...]} per POST.')
     ] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the endpoint.")] = 10.0,
+    concurrency: Annotated[
+        int,
+        typer.Option(help="Requests in flight at once (different keys; a key's are in order)."),
+    ] = 8,
     batch_size: BatchSize = 500,
     group: GroupId = None,
     metrics_port: MetricsPort = 9104,
@@ -147,7 +151,13 @@ def webhook_connector(
     """POST each event, signed (X-Xbus-Signature) with an Idempotency-Key, to an endpoint."""
     from consumers.webhook import WebhookSink
 
-    sink = WebhookSink(url, _secret(secret_file), batch_size=events_per_request, timeout=timeout)
+    sink = WebhookSink(
+        url,
+        _secret(secret_file),
+        batch_size=events_per_request,
+        timeout=timeout,
+        concurrency=concurrency,
+    )
     _run_connector(subscriber, sink, metrics_port, batch_size, group)
 
 

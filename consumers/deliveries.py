@@ -49,6 +49,7 @@ class WebhookDelivery(_Strict):
     secret_env: str | None = None
     events_per_request: int = Field(default=1, ge=1, le=1000)
     timeout_seconds: float = Field(default=10.0, gt=0)
+    concurrency: int = Field(default=8, ge=1, le=64)
 
     @field_validator("url")
     @classmethod
@@ -174,6 +175,7 @@ def build_sink(
             delivery.secret(),
             batch_size=delivery.events_per_request,
             timeout=delivery.timeout_seconds,
+            concurrency=delivery.concurrency,
         )
     if isinstance(delivery, PostgresDelivery):
         return PostgresSink(delivery.dsn(), delivery.db_schema or subscriber)

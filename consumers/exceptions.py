@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from xbus.errors import XbusError
 
 
@@ -17,8 +19,9 @@ class TargetUnavailable(DeliveryError):
     """The target could not take the batch now (timeout, refused connection, 5xx, 429): the
     connector holds its partitions and tries again later, never dead-letters.
 
-    ``done`` says how many of the batch's first deliveries did succeed before the failure;
-    ``retry_after`` is the wait the target asked for, in seconds, if it asked.
+    ``done`` says how many of the batch's first deliveries were settled before the failure
+    (delivered, or refused for good: those are in ``refused``); ``retry_after`` is the wait
+    the target asked for, in seconds, if it asked.
     """
 
     retriable = True
@@ -29,6 +32,7 @@ class TargetUnavailable(DeliveryError):
         super().__init__(reason, message)
         self.done = done
         self.retry_after = retry_after
+        self.refused: list[tuple[Any, DeliveryRefused]] = []
 
 
 class DeliveryRefused(DeliveryError):

@@ -200,7 +200,10 @@ class Connector:
             except TargetUnavailable as exc:
                 assert batch is not None
                 done, batch = batch[: exc.done], batch[exc.done :]
-                self._delivered(done, [])
+                self._delivered(done, exc.refused)
+                self._dead_letter(
+                    [DeadLetter.of_delivery(d, r.reason, str(r)) for d, r in exc.refused]
+                )
                 reason, retry_after, detail = exc.reason, exc.retry_after, str(exc)
             except RegistryUnavailable as exc:
                 reason, retry_after, detail = "registry_unavailable", None, str(exc)

@@ -12,6 +12,7 @@ import email.utils
 import hashlib
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -51,6 +52,7 @@ class WebhookSink:
         *,
         batch_size: int = 1,
         timeout: float = 10.0,
+        concurrency: int = 8,
         client: httpx.Client | None = None,
     ) -> None:
         if not secret:
@@ -59,21 +61,66 @@ class WebhookSink:
         self.batch_size = max(1, batch_size)
         self._secret = secret
         self._client = client or httpx.Client(
-            timeout=timeout, headers={"User-Agent": "xbus-webhook/0.1"}
+            timeout=timeout,
+            headers={"User-Agent": "xbus-webhook/0.1"},
+            limits=httpx.Limits(max_connections=max(1, concurrency)),
         )
+        self._pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+        # What became of each event of the batch in hand: None delivered, else refused. It
+        # outlives a failed attempt, so a retry sends only what is not settled yet.
+        self._settled: dict[str, DeliveryRefused | None] = {}
 
     def deliver(self, batch: list[Delivery]) -> list[tuple[Delivery, DeliveryRefused]]:
-        """POST the batch in order; stop at the first retriable failure, saying how many
-        events went through."""
-        refused: list[tuple[Delivery, DeliveryRefused]] = []
-        for start in range(0, len(batch), self.batch_size):
-            chunk = batch[start : start + self.batch_size]
+        """POST the batch: one event per request, different keys side by side and each
+        key's events in order; or requests of ``batch_size`` events, in order. On a
+        retriable failure, raise it saying how much of the batch's start is settled."""
+        failures: list[TargetUnavailable] = []
+        lanes = self._lanes(batch)
+        if self._pool is not None and len(lanes) > 1:
+            list(self._pool.map(lambda lane: self._send(lane, failures), lanes))
+        else:
+            for lane in lanes:
+                self._send(lane, failures)
+        if failures:
+            failure = failures[0]
+            done = 0
+            while done < len(batch) and batch[done].event_id in self._settled:
+                done += 1
+            failure.done = done
+            failure.refused = self._take(batch[:done])
+            raise failure
+        return self._take(batch)
+
+    def _lanes(self, batch: list[Delivery]) -> list[list[list[Delivery]]]:
+        """The requests to make, as lanes: each lane's requests go one after the other."""
+        if self.batch_size > 1:
+            chunks = [batch[i : i + self.batch_size] for i in range(0, len(batch), self.batch_size)]
+            return [chunks]
+        by_key: dict[tuple[str, str], list[list[Delivery]]] = {}
+        for d in batch:
+            by_key.setdefault((d.dataset, d.key_text), []).append([d])
+        return list(by_key.values())
+
+    def _send(self, lane: list[list[Delivery]], failures: list[TargetUnavailable]) -> None:
+        for chunk in lane:
+            if failures:
+                return  # the target is failing: leave the rest for the retry
+            if all(d.event_id in self._settled for d in chunk):
+                continue
             problem = self._post(chunk)
             if isinstance(problem, TargetUnavailable):
-                problem.done = start
-                raise problem
+                failures.append(problem)
+                return
+            for d in chunk:
+                self._settled[d.event_id] = problem
+
+    def _take(self, deliveries: list[Delivery]) -> list[tuple[Delivery, DeliveryRefused]]:
+        """Forget ``deliveries``' outcomes, returning the refusals among them."""
+        refused = []
+        for d in deliveries:
+            problem = self._settled.pop(d.event_id, None)
             if problem is not None:
-                refused.extend((d, problem) for d in chunk)
+                refused.append((d, problem))
         return refused
 
     def _post(self, chunk: list[Delivery]) -> TargetUnavailable | DeliveryRefused | None:
@@ -117,6 +164,8 @@ class WebhookSink:
 
     def close(self) -> None:
         """Close the HTTP connections."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._client.close()
 
 

@@ -11,8 +11,9 @@ A rate is held when, at the end of its phase, the receiver is less than one seco
 behind (the lag did not grow).
 
 Then the connector alone: N subscriber-view events pre-loaded onto a subscriber topic are
-delivered by a fresh webhook connector, once with one event per request and once with 100;
-events/s is N over the span from the first arrival to the last.
+delivered by a fresh webhook connector, with one event per request and with 100; then N/10
+to an endpoint that takes 20 ms to answer (as across a network), with 1, 8 and 32 requests
+in flight. events/s is the count over the span from the first arrival to the last.
 
     make bench
     python tests/benchmarks/bench_delivery.py --rates 500,1000,5000 --seconds 120
@@ -154,11 +155,14 @@ def main() -> None:
                 p.terminate()
             for p in processes:
                 p.wait(60)
-    for per_request in (1, 100) if args.connector_events else ():
-        rate = _connector_alone(settings, args.connector_events, per_request, logs)
+    phases = [(1, 8, 0.0), (100, 8, 0.0), (1, 1, 0.02), (1, 8, 0.02), (1, 32, 0.02)]
+    for per_request, concurrency, delay in phases if args.connector_events else ():
+        count = args.connector_events if not delay else args.connector_events // 10
+        rate = _connector_alone(settings, count, per_request, concurrency, delay, logs)
         print(
-            f"webhook connector alone, {per_request} event(s) per request: "
-            f"{rate:,.0f} events/s over {args.connector_events} pre-loaded events",
+            f"webhook connector alone, {per_request} event(s) per request, "
+            f"{concurrency} in flight, endpoint answering in {delay * 1000:.0f} ms: "
+            f"{rate:,.0f} events/s over {count} pre-loaded events",
             flush=True,
         )
     held_rates = [r[0] for r in rows if r[6]]
@@ -170,7 +174,14 @@ def main() -> None:
     print(f"component logs: {logs}")
 
 
-def _connector_alone(settings: BusSettings, count: int, per_request: int, logs: Path) -> float:
+def _connector_alone(
+    settings: BusSettings,
+    count: int,
+    per_request: int,
+    concurrency: int,
+    delay: float,
+    logs: Path,
+) -> float:
     subscriber = f"bench_direct_{uuid.uuid4().hex[:6]}"
     feed = DeliveryFeed(settings, subscriber)
     for n in range(count):
@@ -178,6 +189,7 @@ def _connector_alone(settings: BusSettings, count: int, per_request: int, logs: 
     feed.flush()
     secret = secrets.token_hex(16)
     with webhook_receiver(secret.encode()) as receiver:
+        receiver.delay = delay
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -192,6 +204,8 @@ def _connector_alone(settings: BusSettings, count: int, per_request: int, logs: 
                 receiver.url,
                 "--events-per-request",
                 str(per_request),
+                "--concurrency",
+                str(concurrency),
                 "--metrics-port",
                 "0",
             ],

@@ -26,6 +26,10 @@ class Receiver:
     fail_with: int | None = None
     retry_after: str | None = None
     refuse_event_ids: set[str] = field(default_factory=set)
+    # After refusing a request, answer 503 to this many more (a target that then goes down).
+    fail_after_refusal: int = 0
+    # Seconds each answer takes, like an endpoint across a network that does some work.
+    delay: float = 0.0
     processed: dict[str, dict[str, Any]] = field(default_factory=dict)
     arrivals: Counter[str] = field(default_factory=Counter)
     arrival_times: dict[str, float] = field(default_factory=dict)
@@ -41,15 +45,22 @@ class Receiver:
             with self.lock:
                 self.bad_signatures += 1
             return 401, {}
+        if self.delay:
+            time.sleep(self.delay)
         with self.lock:
             if self.fail_with is not None:
                 self.failed_requests += 1
-                return self.fail_with, (
-                    {"Retry-After": self.retry_after} if self.retry_after else {}
-                )
+                status = self.fail_with
+                if self.fail_after_refusal:
+                    self.fail_after_refusal -= 1
+                    if not self.fail_after_refusal:
+                        self.fail_with = None
+                return status, ({"Retry-After": self.retry_after} if self.retry_after else {})
             payload = json.loads(body)
             events = payload.get("events", [payload])
             if any(e["event_id"] in self.refuse_event_ids for e in events):
+                if self.fail_after_refusal:
+                    self.fail_with = 503
                 return 422, {}
             now = time.time()
             for e in events:
