@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import gateway, grants, publish, run, schemas, sse, stack
+from cli import gateway, grants, publish, run, schemas, sse, stack, tail
 
 app = typer.Typer(
     help="xbus: the city's data exchange bus.", no_args_is_help=True, add_completion=False
@@ -17,6 +17,7 @@ app.add_typer(sse.app, name="sse")
 app.add_typer(grants.app, name="grants")
 app.add_typer(grants.reference, name="reference")
 app.command("publish")(publish.publish)
+app.command("tail")(tail.tail)
 
 if __name__ == "__main__":
     app()
