@@ -32,8 +32,9 @@ test: install
 	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Publishing throughput of the SDK next to raw confluent-kafka (docs/publishing.md), and the
-# engine next to a raw passthrough (docs/grants.md), and end-to-end delivery latency to a
-# webhook (docs/delivery.md), each on a throw-away stack of its own.
+# engine next to a raw passthrough (docs/grants.md), end-to-end delivery latency to a webhook
+# and a connector's memory while its target is down (docs/delivery.md), each on a throw-away
+# stack of its own.
 bench: install
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_publish.py $(BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_engine.py $(BENCH_ARGS)
