@@ -4,7 +4,9 @@ a real HTTP endpoint and real files."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumers.delivery import message_headers
 from tests.conftest import Bus
 from tests.integration.components import component, metrics_port, wait_for
 from tests.integration.delivery_feed import DeliveryFeed, licence
@@ -24,6 +27,28 @@ pytestmark = pytest.mark.broker
 
 def _subscriber() -> str:
     return f"sub_{uuid.uuid4().hex[:8]}"
+
+
+def _webhook(
+    bus: Bus, log_dir: Path, name: str, subscriber: str, url: str, secret: bytes, *extra: str
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """A webhook connector process for ``subscriber`` posting to ``url``, signing with
+    ``secret`` (given through XBUS_WEBHOOK_SECRET)."""
+    return component(
+        bus,
+        log_dir,
+        name,
+        "connector",
+        "webhook",
+        "--subscriber",
+        subscriber,
+        "--url",
+        url,
+        "--metrics-port",
+        "0",
+        *extra,
+        env={"XBUS_WEBHOOK_SECRET": secret.decode()},
+    )
 
 
 def _dead_letters(bus: Bus, subscriber: str, count: int) -> list[dict[str, bytes]]:
@@ -39,7 +64,7 @@ def _dead_letters(bus: Bus, subscriber: str, count: int) -> list[dict[str, bytes
         def more() -> bool:
             for m in consumer.consume(100, timeout=0.5):
                 if m.error() is None:
-                    found.append({k: v for k, v in m.headers() or []} | {"value": m.value()})
+                    found.append(dict(message_headers(m)) | {"value": m.value() or b""})
             return len(found) >= count
 
         wait_for(more, 60, f"{count} dead letters of {subscriber}")
@@ -148,21 +173,8 @@ def test_a_webhook_429_is_retried_and_a_422_goes_to_the_dead_letters(
         receiver.refuse_event_ids = {events[7]["event_id"]}
         feed.send_raw("garbage", b"not an avro record")
         feed.flush()
-        with component(
-            bus,
-            tmp_path,
-            "webhook",
-            "connector",
-            "webhook",
-            "--subscriber",
-            subscriber,
-            "--url",
-            receiver.url,
-            "--metrics-port",
-            "0",
-            "--events-per-request",
-            "1",
-            env={"XBUS_WEBHOOK_SECRET": secret.decode()},
+        with _webhook(
+            bus, tmp_path, "webhook", subscriber, receiver.url, secret, "--events-per-request", "1"
         ):
             wait_for(lambda: receiver.failed_requests >= 2, 30, "a retry after the 429")
             receiver.fail_with = None
@@ -184,21 +196,15 @@ def test_batched_webhook_requests_carry_every_event(bus: Bus, tmp_path: Path) ->
         for n in range(500):
             feed.send(f"k{n}", Op.CREATE, licence(n))
         feed.flush()
-        with component(
+        with _webhook(
             bus,
             tmp_path,
             "webhook",
-            "connector",
-            "webhook",
-            "--subscriber",
             subscriber,
-            "--url",
             receiver.url,
-            "--metrics-port",
-            "0",
+            secret,
             "--events-per-request",
             "100",
-            env={"XBUS_WEBHOOK_SECRET": secret.decode()},
         ):
             wait_for(lambda: len(receiver.processed) >= 500, 60, "every event")
     assert set(receiver.processed) == {e["event_id"] for e in feed.sent}
@@ -237,7 +243,7 @@ def test_the_file_connector_rotates_and_keeps_every_event(bus: Bus, tmp_path: Pa
     files = list((out / subscriber).glob("business_licence*.jsonl"))
     assert len(files) >= 3, "0.1 MB files rotate several times for 2000 events"
     assert all(f.stat().st_size < 0.1 * 1024 * 1024 + 64 * 1024 for f in files)
-    assert sorted(e["event_id"] for e in lines()) == sorted(e["event_id"] for e in feed.sent)
+    assert sorted(str(e["event_id"]) for e in lines()) == sorted(e["event_id"] for e in feed.sent)
 
 
 def test_sigterm_while_the_endpoint_is_down_stops_promptly_and_loses_nothing(
@@ -248,16 +254,14 @@ def test_sigterm_while_the_endpoint_is_down_stops_promptly_and_loses_nothing(
     for n in range(100):
         feed.send(f"k{n}", Op.CREATE, licence(n))
     feed.flush()
-    args = ("connector", "webhook", "--subscriber", subscriber, "--metrics-port", "0")
-    env = {"XBUS_WEBHOOK_SECRET": secret.decode()}
     with webhook_receiver(secret) as receiver:
         receiver.fail_with = 503
-        with component(bus, tmp_path, "first", *args, "--url", receiver.url, env=env) as first:
+        with _webhook(bus, tmp_path, "first", subscriber, receiver.url, secret) as first:
             wait_for(lambda: receiver.failed_requests >= 2, 30, "the endpoint to be tried")
             first.terminate()
             assert first.wait(15) == 0, "SIGTERM ends a connector cleanly even mid-retry"
         receiver.fail_with = None
-        with component(bus, tmp_path, "second", *args, "--url", receiver.url, env=env):
+        with _webhook(bus, tmp_path, "second", subscriber, receiver.url, secret):
             wait_for(lambda: len(receiver.processed) >= 100, 60, "every event after the restart")
     assert set(receiver.processed) == {e["event_id"] for e in feed.sent}
 
@@ -270,15 +274,13 @@ def test_a_rebalance_while_the_endpoint_is_down_leaves_nothing_held(
     for n in range(300):
         feed.send(f"k{n}", Op.CREATE, licence(n))
     feed.flush()
-    args = ("connector", "webhook", "--subscriber", subscriber, "--metrics-port", "0")
-    env = {"XBUS_WEBHOOK_SECRET": secret.decode()}
     with webhook_receiver(secret) as receiver:
         receiver.fail_with = 503
-        url = ("--url", receiver.url, "--group", f"g-{subscriber}")
-        with component(bus, tmp_path, "first", *args, *url, env=env):
+        group = ("--group", f"g-{subscriber}")
+        with _webhook(bus, tmp_path, "first", subscriber, receiver.url, secret, *group):
             wait_for(lambda: receiver.failed_requests >= 2, 30, "the endpoint to be tried")
             before = receiver.failed_requests
-            with component(bus, tmp_path, "second", *args, *url, env=env):
+            with _webhook(bus, tmp_path, "second", subscriber, receiver.url, secret, *group):
                 # The second member's arrival moves partitions while the first is retrying;
                 # both go on failing for several attempts before the endpoint recovers.
                 wait_for(lambda: receiver.failed_requests >= before + 40, 90, "both members to try")
@@ -297,21 +299,8 @@ def test_a_refused_request_before_an_outage_still_reaches_the_dead_letters(
     with webhook_receiver(secret) as receiver:
         receiver.refuse_event_ids = {events[25]["event_id"]}
         receiver.fail_after_refusal = 3
-        with component(
-            bus,
-            tmp_path,
-            "webhook",
-            "connector",
-            "webhook",
-            "--subscriber",
-            subscriber,
-            "--url",
-            receiver.url,
-            "--metrics-port",
-            "0",
-            "--events-per-request",
-            "10",
-            env={"XBUS_WEBHOOK_SECRET": secret.decode()},
+        with _webhook(
+            bus, tmp_path, "webhook", subscriber, receiver.url, secret, "--events-per-request", "10"
         ):
             wait_for(lambda: len(receiver.processed) >= 90, 60, "the accepted events")
             letters = _dead_letters(bus, subscriber, 10)
