@@ -13,19 +13,16 @@ receiver recovers and the time to deliver the whole backlog is measured.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from tests.integration.components import wait_for
-from tests.integration.delivery_feed import DeliveryFeed, licence
+from tests.conftest import Bus
+from tests.integration.components import wait_for, webhook_connector
+from tests.integration.delivery_feed import DeliveryFeed
 from tests.integration.webhook_receiver import webhook_receiver
-from xbus.envelope import Op
 from xbus.settings import BusSettings
 
 
@@ -39,32 +36,12 @@ def _rss_mb(pid: int) -> float:
 def _run(settings: BusSettings, backlog: int, seconds: float, logs: Path) -> None:
     subscriber = f"bench_bp_{uuid.uuid4().hex[:6]}"
     feed = DeliveryFeed(settings, subscriber)
-    for n in range(backlog):
-        feed.send(f"k{n}", Op.CREATE, licence(n))
-    feed.flush()
-    secret = secrets.token_hex(16)
-    with webhook_receiver(secret.encode()) as receiver:
+    feed.create_licences(backlog)
+    secret = secrets.token_hex(16).encode()
+    bus = Bus(settings, "environment")
+    with webhook_receiver(secret) as receiver:
         receiver.fail_with = 503
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cli.main",
-                "run",
-                "connector",
-                "webhook",
-                "--subscriber",
-                subscriber,
-                "--url",
-                receiver.url,
-                "--metrics-port",
-                "0",
-            ],
-            stdout=open(logs / f"{subscriber}.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "XBUS_WEBHOOK_SECRET": secret},
-        )
-        try:
+        with webhook_connector(bus, logs, subscriber, subscriber, receiver.url, secret) as process:
             wait_for(lambda: receiver.failed_requests > 0, 60, "the first attempt")
             samples = []
             deadline = time.monotonic() + seconds
@@ -75,9 +52,6 @@ def _run(settings: BusSettings, backlog: int, seconds: float, logs: Path) -> Non
             started = time.monotonic()
             wait_for(lambda: len(receiver.processed) >= backlog, 900, "the backlog")
             drained = time.monotonic() - started
-        finally:
-            process.terminate()
-            process.wait(60)
     print(
         f"backlog {backlog:>7,} events, target down {seconds:.0f}s: connector RSS "
         f"{samples[0]:.0f} MB at first failure, max {max(samples):.0f} MB, "

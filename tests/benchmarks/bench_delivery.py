@@ -35,8 +35,9 @@ from pathlib import Path
 from producers.demodata import DemoData
 from producers.publisher import Publisher
 from streams.grant_files import apply_grants
-from tests.integration.components import wait_for
-from tests.integration.delivery_feed import DeliveryFeed, licence
+from tests.conftest import Bus
+from tests.integration.components import wait_for, webhook_connector
+from tests.integration.delivery_feed import DeliveryFeed
 from tests.integration.webhook_receiver import webhook_receiver
 from xbus.catalog import Catalog
 from xbus.contracts import register_catalog
@@ -184,40 +185,15 @@ def _connector_alone(
 ) -> float:
     subscriber = f"bench_direct_{uuid.uuid4().hex[:6]}"
     feed = DeliveryFeed(settings, subscriber)
-    for n in range(count):
-        feed.send(f"k{n}", Op.CREATE, licence(n))
-    feed.flush()
-    secret = secrets.token_hex(16)
-    with webhook_receiver(secret.encode()) as receiver:
+    feed.create_licences(count)
+    secret = secrets.token_hex(16).encode()
+    extra = ("--events-per-request", str(per_request), "--concurrency", str(concurrency))
+    with webhook_receiver(secret) as receiver:
         receiver.delay = delay
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cli.main",
-                "run",
-                "connector",
-                "webhook",
-                "--subscriber",
-                subscriber,
-                "--url",
-                receiver.url,
-                "--events-per-request",
-                str(per_request),
-                "--concurrency",
-                str(concurrency),
-                "--metrics-port",
-                "0",
-            ],
-            stdout=open(logs / f"{subscriber}.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "XBUS_WEBHOOK_SECRET": secret},
-        )
-        try:
+        with webhook_connector(
+            Bus(settings, "environment"), logs, subscriber, subscriber, receiver.url, secret, *extra
+        ):
             wait_for(lambda: len(receiver.processed) >= count, 600, "the pre-loaded events")
-        finally:
-            process.terminate()
-            process.wait(60)
         times = sorted(receiver.arrival_times.values())
     return count / max(times[-1] - times[0], 1e-9)
 

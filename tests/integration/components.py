@@ -70,6 +70,28 @@ def engine(
     )
 
 
+def webhook_connector(
+    bus: Bus, log_dir: Path, name: str, subscriber: str, url: str, secret: bytes, *extra: str
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """A webhook connector process (``xbus run connector webhook``) for ``subscriber``
+    posting to ``url``, signing with ``secret`` (given through XBUS_WEBHOOK_SECRET)."""
+    return component(
+        bus,
+        log_dir,
+        name,
+        "connector",
+        "webhook",
+        "--subscriber",
+        subscriber,
+        "--url",
+        url,
+        "--metrics-port",
+        "0",
+        *extra,
+        env={"XBUS_WEBHOOK_SECRET": secret.decode()},
+    )
+
+
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
     """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout

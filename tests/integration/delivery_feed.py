@@ -115,6 +115,13 @@ class DeliveryFeed:
         self.sent.append({**event, "key": key})
         return event
 
+    def create_licences(self, count: int) -> list[dict[str, Any]]:
+        """Queue a CREATE of licence ``n`` under key ``k<n>`` for n < count, and wait for
+        Kafka to have them all; returns the events as offered."""
+        events = [self.send(f"k{n}", Op.CREATE, licence(n)) for n in range(count)]
+        self.flush()
+        return events
+
     def send_raw(self, key: str, value: bytes) -> None:
         """Queue bytes that are not a subscriber view (for dead-letter tests)."""
         self._producer.produce(self.topic, value=value, key=key.encode())

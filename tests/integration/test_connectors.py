@@ -4,9 +4,7 @@ a real HTTP endpoint and real files."""
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -16,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.delivery import message_headers
 from tests.conftest import Bus
-from tests.integration.components import component, metrics_port, wait_for
+from tests.integration.components import component, metrics_port, wait_for, webhook_connector
 from tests.integration.delivery_feed import DeliveryFeed, licence
 from tests.integration.webhook_receiver import webhook_receiver
 from xbus.envelope import Op
@@ -27,28 +25,6 @@ pytestmark = pytest.mark.broker
 
 def _subscriber() -> str:
     return f"sub_{uuid.uuid4().hex[:8]}"
-
-
-def _webhook(
-    bus: Bus, log_dir: Path, name: str, subscriber: str, url: str, secret: bytes, *extra: str
-) -> AbstractContextManager[subprocess.Popen[bytes]]:
-    """A webhook connector process for ``subscriber`` posting to ``url``, signing with
-    ``secret`` (given through XBUS_WEBHOOK_SECRET)."""
-    return component(
-        bus,
-        log_dir,
-        name,
-        "connector",
-        "webhook",
-        "--subscriber",
-        subscriber,
-        "--url",
-        url,
-        "--metrics-port",
-        "0",
-        *extra,
-        env={"XBUS_WEBHOOK_SECRET": secret.decode()},
-    )
 
 
 def _dead_letters(bus: Bus, subscriber: str, count: int) -> list[dict[str, bytes]]:
@@ -173,7 +149,7 @@ def test_a_webhook_429_is_retried_and_a_422_goes_to_the_dead_letters(
         receiver.refuse_event_ids = {events[7]["event_id"]}
         feed.send_raw("garbage", b"not an avro record")
         feed.flush()
-        with _webhook(
+        with webhook_connector(
             bus, tmp_path, "webhook", subscriber, receiver.url, secret, "--events-per-request", "1"
         ):
             wait_for(lambda: receiver.failed_requests >= 2, 30, "a retry after the 429")
@@ -193,10 +169,8 @@ def test_batched_webhook_requests_carry_every_event(bus: Bus, tmp_path: Path) ->
     subscriber, secret = _subscriber(), b"batch-secret"
     feed = DeliveryFeed(bus.settings, subscriber)
     with webhook_receiver(secret) as receiver:
-        for n in range(500):
-            feed.send(f"k{n}", Op.CREATE, licence(n))
-        feed.flush()
-        with _webhook(
+        feed.create_licences(500)
+        with webhook_connector(
             bus,
             tmp_path,
             "webhook",
@@ -214,9 +188,7 @@ def test_the_file_connector_rotates_and_keeps_every_event(bus: Bus, tmp_path: Pa
     subscriber = _subscriber()
     feed = DeliveryFeed(bus.settings, subscriber)
     out = tmp_path / "out"
-    for n in range(2000):
-        feed.send(f"k{n}", Op.CREATE, licence(n))
-    feed.flush()
+    feed.create_licences(2000)
 
     def lines() -> list[dict[str, object]]:
         found = []
@@ -251,17 +223,15 @@ def test_sigterm_while_the_endpoint_is_down_stops_promptly_and_loses_nothing(
 ) -> None:
     subscriber, secret = _subscriber(), b"term-secret"
     feed = DeliveryFeed(bus.settings, subscriber)
-    for n in range(100):
-        feed.send(f"k{n}", Op.CREATE, licence(n))
-    feed.flush()
+    feed.create_licences(100)
     with webhook_receiver(secret) as receiver:
         receiver.fail_with = 503
-        with _webhook(bus, tmp_path, "first", subscriber, receiver.url, secret) as first:
+        with webhook_connector(bus, tmp_path, "first", subscriber, receiver.url, secret) as first:
             wait_for(lambda: receiver.failed_requests >= 2, 30, "the endpoint to be tried")
             first.terminate()
             assert first.wait(15) == 0, "SIGTERM ends a connector cleanly even mid-retry"
         receiver.fail_with = None
-        with _webhook(bus, tmp_path, "second", subscriber, receiver.url, secret):
+        with webhook_connector(bus, tmp_path, "second", subscriber, receiver.url, secret):
             wait_for(lambda: len(receiver.processed) >= 100, 60, "every event after the restart")
     assert set(receiver.processed) == {e["event_id"] for e in feed.sent}
 
@@ -271,16 +241,14 @@ def test_a_rebalance_while_the_endpoint_is_down_leaves_nothing_held(
 ) -> None:
     subscriber, secret = _subscriber(), b"rebalance-secret"
     feed = DeliveryFeed(bus.settings, subscriber)
-    for n in range(300):
-        feed.send(f"k{n}", Op.CREATE, licence(n))
-    feed.flush()
+    feed.create_licences(300)
     with webhook_receiver(secret) as receiver:
         receiver.fail_with = 503
-        group = ("--group", f"g-{subscriber}")
-        with _webhook(bus, tmp_path, "first", subscriber, receiver.url, secret, *group):
+        url, group = receiver.url, ("--group", f"g-{subscriber}")
+        with webhook_connector(bus, tmp_path, "first", subscriber, url, secret, *group):
             wait_for(lambda: receiver.failed_requests >= 2, 30, "the endpoint to be tried")
             before = receiver.failed_requests
-            with _webhook(bus, tmp_path, "second", subscriber, receiver.url, secret, *group):
+            with webhook_connector(bus, tmp_path, "second", subscriber, url, secret, *group):
                 # The second member's arrival moves partitions while the first is retrying;
                 # both go on failing for several attempts before the endpoint recovers.
                 wait_for(lambda: receiver.failed_requests >= before + 40, 90, "both members to try")
@@ -294,12 +262,11 @@ def test_a_refused_request_before_an_outage_still_reaches_the_dead_letters(
 ) -> None:
     subscriber, secret = _subscriber(), b"refuse-then-fail"
     feed = DeliveryFeed(bus.settings, subscriber, partitions=1)
-    events = [feed.send(f"k{n}", Op.CREATE, licence(n)) for n in range(100)]
-    feed.flush()
+    events = feed.create_licences(100)
     with webhook_receiver(secret) as receiver:
         receiver.refuse_event_ids = {events[25]["event_id"]}
         receiver.fail_after_refusal = 3
-        with _webhook(
+        with webhook_connector(
             bus, tmp_path, "webhook", subscriber, receiver.url, secret, "--events-per-request", "10"
         ):
             wait_for(lambda: len(receiver.processed) >= 90, 60, "the accepted events")

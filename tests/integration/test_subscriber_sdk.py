@@ -9,7 +9,6 @@ import pytest
 from consumers.subscriber import Subscription
 from tests.conftest import Bus
 from tests.integration.delivery_feed import DeliveryFeed, licence
-from xbus.envelope import Op
 
 pytestmark = pytest.mark.broker
 
@@ -17,9 +16,7 @@ pytestmark = pytest.mark.broker
 def test_a_subscription_decodes_its_events_and_resumes_after_its_last_commit(bus: Bus) -> None:
     subscriber, group = f"sdk_{uuid.uuid4().hex[:8]}", f"app-{uuid.uuid4()}"
     feed = DeliveryFeed(bus.settings, subscriber, partitions=1)
-    for n in range(10):
-        feed.send(f"k{n}", Op.CREATE, licence(n))
-    feed.flush()
+    feed.create_licences(10)
     with Subscription(bus.settings, subscriber, group=group) as subscription:
         first = [subscription.poll(10.0) for _ in range(4)]
         assert all(first)
