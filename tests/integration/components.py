@@ -10,6 +10,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
+
 from deploy.process import free_port
 from tests.conftest import Bus
 
@@ -101,6 +103,18 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
             return result
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_until_healthy(url: str, what: str, timeout: float = 30) -> None:
+    """Wait until ``<url>/healthz`` answers 200; fail naming ``what`` on timeout."""
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, timeout, f"{what} on {url}")
 
 
 def metrics_port() -> int:

@@ -13,7 +13,7 @@ from deploy.process import free_port
 from producers.demodata import DemoData
 from producers.gateway_keys import new_key
 from tests.conftest import Bus
-from tests.integration.components import component, wait_for
+from tests.integration.components import component, wait_until_healthy
 from tests.integration.kafka_reading import end_offsets, read_events
 from xbus.values import to_json
 
@@ -54,14 +54,7 @@ def _start(
     env = {"XBUS_GATEWAY_KEYS_FILE": str(keys), **(extra_env or {})}
     with component(bus, tmp_path, name, "gateway", "--port", str(port), env=env):
         url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 30, f"the gateway on {url}")
+        wait_until_healthy(url, "the gateway")
         yield Gateway(url, key, other)
 
 

@@ -21,7 +21,7 @@ import pytest
 from consumers.sse_tokens import new_token
 from deploy.process import free_port
 from tests.conftest import Bus
-from tests.integration.components import component, wait_for
+from tests.integration.components import component, wait_for, wait_until_healthy
 from tests.integration.delivery_feed import DeliveryFeed, licence
 from xbus.envelope import Op
 
@@ -167,14 +167,7 @@ def stream_server(
     env = {"XBUS_SSE_DISCOVERY_INTERVAL": "1"}
     with component(bus, log_dir, name, *args, env=env) as process:
         url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 30, f"the stream service on {url}")
+        wait_until_healthy(url, "the stream service")
         yield Server(url, process.pid)
 
 
