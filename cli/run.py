@@ -117,15 +117,13 @@ def _run_connector(
 
 
 def _secret(secret_file: Path | None) -> bytes:
-    if secret_file is not None:
-        try:
-            return secret_file.read_bytes().strip()
-        except OSError as exc:
-            raise typer.BadParameter(f"cannot read {secret_file}: {exc}") from None
-    value = os.environ.get("XBUS_WEBHOOK_SECRET", "")
-    if not value:
-        raise typer.BadParameter("give the signing secret: --secret-file or XBUS_WEBHOOK_SECRET")
-    return value.encode()
+    from consumers.deliveries import read_secret
+    from xbus.errors import ConfigurationError
+
+    try:
+        return read_secret(secret_file, None if secret_file else "XBUS_WEBHOOK_SECRET")
+    except ConfigurationError as exc:
+        raise typer.BadParameter(f"{exc}; give --secret-file or set XBUS_WEBHOOK_SECRET") from None
 
 
 @connector.command("webhook")
@@ -211,11 +209,7 @@ def file_connector(
     """Append subscribers' events as JSON lines, rotated by size or age."""
     from consumers.file_sink import FileSink
 
-    sink = FileSink(
-        directory,
-        rotate_bytes=int(rotate_mb * 1024 * 1024) or None,
-        rotate_seconds=rotate_minutes * 60 or None,
-    )
+    sink = FileSink.rotating(directory, rotate_mb, rotate_minutes)
     _run_connector(subscriber, sink, metrics_port, batch_size, group)
 
 

@@ -40,6 +40,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def read_secret(secret_file: Path | None, secret_env: str | None) -> bytes:
+    """A webhook's signing secret from ``secret_file`` (surrounding whitespace dropped), else
+    from the variable ``secret_env``; raises ``ConfigurationError`` naming where it looked
+    if it cannot be read or is empty."""
+    if secret_file is not None:
+        try:
+            value = secret_file.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the secret file {secret_file}: {exc}") from exc
+    elif secret_env is not None:
+        value = os.environ.get(secret_env, "").encode()
+    else:
+        raise ConfigurationError("a webhook needs secret_file or secret_env")
+    if not value:
+        where = secret_file or f"${secret_env}"
+        raise ConfigurationError(f"the signing secret ({where}) is empty")
+    return value
+
+
 class WebhookDelivery(_Strict):
     """POST each event, signed, to the subscriber's endpoint."""
 
@@ -60,22 +79,7 @@ class WebhookDelivery(_Strict):
 
     def secret(self) -> bytes:
         """The signing secret, read now from its file or variable."""
-        if self.secret_file is not None:
-            try:
-                value = self.secret_file.read_bytes().strip()
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"cannot read secret_file {self.secret_file}: {exc}"
-                ) from exc
-        elif self.secret_env is not None:
-            value = os.environ.get(self.secret_env, "").encode()
-        else:
-            raise ConfigurationError("a webhook needs secret_file or secret_env")
-        if not value:
-            raise ConfigurationError(
-                f"the signing secret ({self.secret_file or '$' + str(self.secret_env)}) is empty"
-            )
-        return value
+        return read_secret(self.secret_file, self.secret_env)
 
 
 class PostgresDelivery(_Strict):
@@ -179,8 +183,4 @@ def build_sink(
         )
     if isinstance(delivery, PostgresDelivery):
         return PostgresSink(delivery.dsn(), delivery.db_schema or subscriber)
-    return FileSink(
-        delivery.dir,
-        rotate_bytes=int(delivery.rotate_mb * 1024 * 1024) or None,
-        rotate_seconds=delivery.rotate_minutes * 60 or None,
-    )
+    return FileSink.rotating(delivery.dir, delivery.rotate_mb, delivery.rotate_minutes)

@@ -48,6 +48,16 @@ class FileSink:
         self.rotate_seconds = rotate_seconds
         self._files: dict[tuple[str, str], _OpenFile] = {}
 
+    @classmethod
+    def rotating(cls, directory: Path, rotate_mb: float, rotate_minutes: float) -> FileSink:
+        """A sink whose files rotate past ``rotate_mb`` megabytes or ``rotate_minutes``
+        minutes (0: never by that measure)."""
+        return cls(
+            directory,
+            rotate_bytes=int(rotate_mb * 1024 * 1024) or None,
+            rotate_seconds=rotate_minutes * 60 or None,
+        )
+
     def deliver(self, batch: list[Delivery]) -> list[tuple[Delivery, DeliveryRefused]]:
         """Append the batch and make it durable (fsync) before returning."""
         touched: set[tuple[str, str]] = set()
