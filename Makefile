@@ -42,11 +42,11 @@ bench: install
 	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_backpressure
 
 unit: install
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m 'not broker' $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy xbus producers streams consumers deploy cli
+	$(BIN)/mypy -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumers -p xbus.deploy -p xbus.cli
 
 # Stop what a killed `make run` left behind.
 down: install

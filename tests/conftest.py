@@ -21,7 +21,7 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from xbus.settings import BusSettings
+from xbus.core.settings import BusSettings
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _from_containers() -> Generator[Bus, None, None]:
 
 
 def _from_launcher() -> Generator[Bus, None, None]:
-    from deploy.stack import LocalStack
+    from xbus.deploy.stack import LocalStack
 
     stack = LocalStack.ephemeral()
     stack.start()
@@ -156,8 +156,8 @@ def _postgres_from_container() -> Generator[str, None, None]:
 
 
 def _postgres_from_launcher() -> Generator[str, None, None]:
-    from deploy.postgres import LocalPostgres, PostgresConfig
-    from deploy.process import free_port
+    from xbus.deploy.postgres import LocalPostgres, PostgresConfig
+    from xbus.deploy.process import free_port
 
     home = Path(tempfile.mkdtemp(prefix="xbus-postgres-"))
     # PostgreSQL may run as its own system user (when we are root), which must reach its data.
@@ -206,6 +206,15 @@ def postgres_dsn() -> Iterator[str]:
     generator.close()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the broker or PostgreSQL is a ``broker`` test, whether or not its
+    module says so (``make unit`` leaves those out)."""
+    needs = {"bus", "registered", "granted", "postgres_dsn"}
+    for item in items:
+        if needs & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     servers = os.environ.get("XBUS_BOOTSTRAP_SERVERS")
     registry = os.environ.get("XBUS_SCHEMA_REGISTRY_URL")
@@ -228,9 +237,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def registered(bus: Bus) -> Bus:
     """The bus with the catalog's schemas registered (what ``xbus schemas register`` does)."""
-    from xbus.catalog import Catalog
-    from xbus.contracts import register_catalog
-    from xbus.serde import registry_client
+    from xbus.core.catalog import Catalog
+    from xbus.core.contracts import register_catalog
+    from xbus.core.serde import registry_client
 
     register_catalog(Catalog.load(bus.settings.schemas_dir), registry_client(bus.settings))
     return bus
@@ -239,13 +248,13 @@ def registered(bus: Bus) -> Bus:
 @pytest.fixture(scope="session")
 def granted(registered: Bus) -> Bus:
     """The bus with the demo grants of ``grants/`` in force and the districts table set."""
-    from producers.demodata import DISTRICTS
-    from streams.grant_files import apply_grants
-    from streams.state import set_reference_table
-    from xbus.catalog import Catalog
-    from xbus.settings import REPO_ROOT
+    from tests.support.checkout import ROOT
+    from xbus.core.catalog import Catalog
+    from xbus.producers.demodata import DISTRICTS
+    from xbus.streams.grant_files import apply_grants
+    from xbus.streams.state import set_reference_table
 
     catalog = Catalog.load(registered.settings.schemas_dir)
-    apply_grants(registered.settings, catalog, [REPO_ROOT / "grants"])
+    apply_grants(registered.settings, catalog, [ROOT / "grants"])
     set_reference_table(registered.settings, "districts", DISTRICTS)
     return registered

@@ -20,10 +20,10 @@ import uuid
 from pathlib import Path
 
 from tests.conftest import Bus
-from tests.integration.components import wait_for, webhook_connector
-from tests.integration.delivery_feed import DeliveryFeed
-from tests.integration.webhook_receiver import webhook_receiver
-from xbus.settings import BusSettings
+from tests.support.components import wait_for, webhook_connector
+from tests.support.delivery_feed import DeliveryFeed
+from tests.support.webhook_receiver import webhook_receiver
+from xbus.core.settings import BusSettings
 
 
 def _rss_mb(pid: int) -> float:

@@ -32,18 +32,18 @@ import time
 import uuid
 from pathlib import Path
 
-from producers.demodata import DemoData
-from producers.publisher import Publisher
-from streams.grant_files import apply_grants
 from tests.conftest import Bus
-from tests.integration.components import wait_for, webhook_connector
-from tests.integration.delivery_feed import DeliveryFeed
-from tests.integration.webhook_receiver import webhook_receiver
-from xbus.catalog import Catalog
-from xbus.contracts import register_catalog
-from xbus.envelope import Op
-from xbus.serde import registry_client
-from xbus.settings import BusSettings
+from tests.support.components import wait_for, webhook_connector
+from tests.support.delivery_feed import DeliveryFeed
+from tests.support.webhook_receiver import webhook_receiver
+from xbus.core.catalog import Catalog
+from xbus.core.contracts import register_catalog
+from xbus.core.envelope import Op
+from xbus.core.serde import registry_client
+from xbus.core.settings import BusSettings
+from xbus.producers.demodata import DemoData
+from xbus.producers.publisher import Publisher
+from xbus.streams.grant_files import apply_grants
 
 GRANT = Path(__file__).parent / "grants" / "bench_0.yaml"
 
@@ -72,7 +72,7 @@ def main() -> None:
     with webhook_receiver(secret.encode()) as receiver:
         processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "run", *command],
+                [sys.executable, "-m", "xbus.cli", "run", *command],
                 stdout=open(logs / f"{name}.log", "wb"),  # noqa: SIM115
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "XBUS_WEBHOOK_SECRET": secret},

@@ -33,17 +33,18 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from producers.demodata import DISTRICTS, DemoData
-from streams.grant_files import apply_grants
-from streams.state import set_reference_table
-from xbus.admin import ensure_topics
-from xbus.catalog import Catalog
-from xbus.contracts import register_catalog
-from xbus.envelope import Op, change_event, record_full_name, with_union_branches
-from xbus.producing import produce
-from xbus.serde import WireEncoder, registered_schema_id, registry_client
-from xbus.settings import REPO_ROOT, BusSettings
-from xbus.topics import value_subject
+from tests.support.checkout import ROOT
+from xbus.core.admin import ensure_topics
+from xbus.core.catalog import Catalog
+from xbus.core.contracts import register_catalog
+from xbus.core.envelope import Op, change_event, record_full_name, with_union_branches
+from xbus.core.producing import produce
+from xbus.core.serde import WireEncoder, registered_schema_id, registry_client
+from xbus.core.settings import BusSettings
+from xbus.core.topics import value_subject
+from xbus.producers.demodata import DISTRICTS, DemoData
+from xbus.streams.grant_files import apply_grants
+from xbus.streams.state import set_reference_table
 
 GRANTS = Path(__file__).parent / "grants"
 WATCHED = "deliver.bench_0.business_licence"
@@ -227,7 +228,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "xbus.cli",
             "run",
             "engine",
             "--app-id",
@@ -237,7 +238,7 @@ def main() -> None:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT,
+        cwd=ROOT,
     )
     try:
         outputs = _timestamps(settings, WATCHED, args.events)

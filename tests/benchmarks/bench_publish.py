@@ -19,15 +19,15 @@ import uuid
 
 from confluent_kafka import Producer
 
-from producers.demodata import DemoData
-from producers.publisher import Publisher
-from xbus.admin import ensure_topics
-from xbus.catalog import Catalog
-from xbus.contracts import register_catalog
-from xbus.envelope import Op, change_event
-from xbus.producing import produce
-from xbus.serde import WireEncoder, registry_client
-from xbus.settings import BusSettings
+from xbus.core.admin import ensure_topics
+from xbus.core.catalog import Catalog
+from xbus.core.contracts import register_catalog
+from xbus.core.envelope import Op, change_event
+from xbus.core.producing import produce
+from xbus.core.serde import WireEncoder, registry_client
+from xbus.core.settings import BusSettings
+from xbus.producers.demodata import DemoData
+from xbus.producers.publisher import Publisher
 
 DEPARTMENT, DATASET = "market_regulation", "business_licence"
 

@@ -1,0 +1,27 @@
+"""``xbus gateway ...``: manage the ingest gateway's API keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from xbus.producers.gateway import GatewaySettings
+from xbus.producers.gateway_keys import new_key
+
+app = typer.Typer(help="Manage the ingest gateway's API keys.", no_args_is_help=True)
+
+
+@app.command("new-key")
+def new_key_command(
+    department: Annotated[str, typer.Option(help="The department the key speaks for.")],
+    keys_file: Annotated[
+        Path | None, typer.Option(help="The keys file (default: XBUS_GATEWAY_KEYS_FILE).")
+    ] = None,
+) -> None:
+    """Make an API key for a department; prints it once, stores only its SHA-256."""
+    path = keys_file or GatewaySettings().keys_file
+    key = new_key(path, department)
+    typer.echo(key)
+    typer.echo(f"(its digest was added to {path}; the gateway reads the file at start)", err=True)

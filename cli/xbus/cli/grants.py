@@ -1,0 +1,140 @@
+"""``xbus grants ...``: validate, apply, revoke, list and explain grants; ``xbus reference``
+sets reference tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from xbus.cli.output import console, fail, load_catalog, problem
+from xbus.core.errors import XbusError
+from xbus.core.settings import bus_settings
+from xbus.producers.jsonevents import loads
+from xbus.streams.grant_files import apply_grants, explain, explain_json, load_grants, revoke_grant
+from xbus.streams.policy import CompiledGrant, check_and_compile
+from xbus.streams.state import current_grants, set_reference_table
+
+app = typer.Typer(help="Validate, apply, revoke and explain access grants.", no_args_is_help=True)
+reference = typer.Typer(help="Reference tables the grants' lookups read.", no_args_is_help=True)
+
+Targets = Annotated[list[Path], typer.Argument(help="Grant files, or folders of *.yaml files.")]
+
+
+@app.command()
+def validate(targets: Targets) -> None:
+    """Check grant files against the catalog and each other; every mistake with file, line
+    and reason. Exits 1 if there is any."""
+    loaded, problems = load_grants(targets, load_catalog())
+    for found in problems:
+        problem("invalid", found)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{len(loaded)} grant(s) valid.")
+
+
+@app.command()
+def apply(targets: Targets) -> None:
+    """Validate the grant files and put them in force (a new version for each changed one);
+    running engines pick them up without a restart."""
+    try:
+        done = apply_grants(bus_settings(), load_catalog(), targets)
+    except XbusError as exc:
+        raise fail(exc) from None
+    for item in done:
+        state = "applied" if item.changed else "unchanged"
+        console.print(f"{item.grant} v{item.version}: {state}")
+
+
+@app.command()
+def revoke(grant: Annotated[str, typer.Argument(help="The grant's id.")]) -> None:
+    """Revoke a grant: delivery under it stops without a restart."""
+    if not revoke_grant(bus_settings(), grant):
+        raise fail(f"no grant {grant} is in force")
+    console.print(f"{grant}: revoked")
+
+
+@app.command("list")
+def list_grants() -> None:
+    """The grants in force, with their versions and validity."""
+    table = Table("grant", "version", "subscriber", "dataset", "valid until", "purpose")
+    for grant_id, (g, version) in sorted(current_grants(bus_settings()).items()):
+        table.add_row(
+            grant_id,
+            str(version),
+            g.subscriber,
+            g.dataset,
+            g.valid_until.isoformat() if g.valid_until else "-",
+            g.purpose,
+        )
+    console.print(table)
+
+
+@app.command("explain")
+def explain_command(
+    grant_file: Annotated[Path, typer.Option("--grant", exists=True, help="A grant file.")],
+    event_file: Annotated[
+        Path, typer.Option("--event", exists=True, help="A change event as JSON.")
+    ],
+    at: Annotated[
+        str | None, typer.Option(help="The moment to judge validity at (ISO 8601); default now.")
+    ] = None,
+) -> None:
+    """Show what the grant's subscriber would receive of an example event, and which rule
+    decided each field."""
+    catalog = load_catalog()
+    loaded, problems = load_grants([grant_file], catalog)
+    if problems:
+        raise fail("; ".join(str(p) for p in problems))
+    compiled = check_and_compile(loaded[0].grant, catalog)
+    assert isinstance(compiled, CompiledGrant)
+    from xbus.core.validation import RecordValidator
+
+    event = loads(event_file.read_text(encoding="utf-8"))
+    validator = RecordValidator(compiled.dataset.schema)
+    for side in ("before", "after"):
+        if event.get(side) is not None:
+            record, errors = validator.conform(event[side], side)
+            if errors:
+                raise fail("; ".join(str(e) for e in errors))
+            event[side] = record
+    event.setdefault("op", "CREATE")
+    now = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
+    console.print(explain_json(explain(compiled, event, now)))
+
+
+@reference.command("set")
+def set_reference(
+    table: Annotated[str, typer.Argument(help="The table's name, e.g. districts.")],
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            help="A JSON object of code: value. Without it, `districts` is set to the city's "
+            "16 districts shipped with xbus.",
+        ),
+    ] = None,
+) -> None:
+    """Put a reference table's entries in force (running engines pick them up)."""
+    if file is None:
+        if table != "districts":
+            raise fail(f"reference table {table!r}: say where its entries are with --file")
+        from xbus.producers.demodata import DISTRICTS
+
+        entries: object = DISTRICTS
+    else:
+        try:
+            entries = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise fail(f"{file}:{exc.lineno}: not JSON: {exc.msg}") from None
+    if not isinstance(entries, dict):
+        raise fail(f"{file}: expected a JSON object of code: value")
+    try:
+        set_reference_table(bus_settings(), table, entries)
+    except XbusError as exc:
+        raise fail(exc) from None
+    console.print(f"{len(entries)} entries of {table} set.")

@@ -1,0 +1,289 @@
+"""``xbus stack ...``: the whole local stack without Docker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+
+from xbus.cli.output import console, fail
+from xbus.core.catalog import Catalog
+from xbus.core.contracts import register_catalog
+from xbus.core.errors import XbusError
+from xbus.core.serde import registry_client
+from xbus.core.settings import BusSettings
+from xbus.deploy.errors import LauncherError
+from xbus.deploy.process import ManagedProcess
+from xbus.deploy.stack import LocalStack
+from xbus.producers.demodata import DISTRICTS
+from xbus.streams.grant_files import apply_grants
+from xbus.streams.state import set_reference_table
+
+app = typer.Typer(
+    help="Run the local stack: Kafka, the schema registry, PostgreSQL and the bus.",
+    no_args_is_help=True,
+)
+
+DEMO_SUBSCRIBERS = ("tax_bureau", "social_security", "one_stop_centre", "open_data", "district_cdc")
+
+ENGINE_METRICS = 9102
+CONNECTOR_METRICS = 9103
+POSTGRES_CONNECTOR_METRICS = 9105
+SSE_PORT = 8090
+SSE_METRICS = 9107
+# The demo subscriber that can follow its datasets live over the SSE stream.
+STREAM_SUBSCRIBER = "open_data"
+# The demo subscriber whose datasets are also kept as tables in the stack's PostgreSQL.
+TABLE_SUBSCRIBER = "tax_bureau"
+DEMO_METRICS = 9101
+GATEWAY_PORT = 8088
+
+
+class _Follower:
+    """Prints new lines of some components' logs with a prefix, like ``tail -f``."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[Path, int] = {}
+        self._sources: list[tuple[str, Path, str]] = []
+
+    def add(self, label: str, process: ManagedProcess, style: str) -> None:
+        """Follow ``process``'s log from its current end."""
+        try:
+            self._offsets[process.log_file] = process.log_file.stat().st_size
+        except OSError:
+            self._offsets[process.log_file] = 0
+        self._sources.append((label, process.log_file, style))
+
+    def poll(self) -> None:
+        for label, path, style in self._sources:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    f.seek(self._offsets.get(path, 0))
+                    text = f.read()
+                    self._offsets[path] = f.tell()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                console.print(f"[{style}]{label:>10}[/{style}] {escape(line)}")
+
+
+def _delivered_total(port: int) -> float:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1.0).text
+    except httpx.HTTPError:
+        return float("nan")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("xbus_events_delivered_total{")
+    )
+
+
+def _demo_stream_token(data_dir: Path) -> str:
+    """The demo stream subscriber's token, made once and kept with the local stack's data
+    (a real subscriber's token is printed once by ``xbus sse new-token`` and never stored)."""
+    from xbus.consumers.sse.tokens import new_token
+
+    kept = data_dir / "sse-demo.token"
+    if not kept.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        kept.write_text(new_token(data_dir / "sse-tokens.toml", STREAM_SUBSCRIBER))
+        kept.chmod(0o600)
+    return kept.read_text().strip()
+
+
+@app.command()
+def up(
+    demo: Annotated[
+        bool, typer.Option(help="Also run the engine, a connector and the demo.")
+    ] = True,
+    rate: Annotated[float, typer.Option(help="Demo licences per second.")] = 1.0,
+) -> None:
+    """Start the local stack and keep it running until Ctrl-C, which stops everything."""
+    stack = LocalStack.persistent()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print("starting Kafka, the schema registry and PostgreSQL...")
+    try:
+        stack.start()
+    except LauncherError as error:
+        raise fail(error) from None
+    try:
+        follower = _Follower()
+        settings = BusSettings(
+            bootstrap_servers=stack.bootstrap_servers, schema_registry_url=stack.registry_url
+        )
+        catalog = Catalog.load(settings.schemas_dir)
+        registered = register_catalog(catalog, registry_client(settings))
+        console.print(
+            f"{len(registered)} dataset schemas registered "
+            f"({sum(r.changed for r in registered)} new or changed)"
+        )
+        if demo:
+            for applied in apply_grants(settings, catalog, [settings.grants_dir]):
+                console.print(
+                    f"grant {applied.grant} v{applied.version} "
+                    f"{'applied' if applied.changed else 'in force'}"
+                )
+            set_reference_table(settings, "districts", DISTRICTS)
+            out_dir = stack.data_dir / "out"
+            stack.start_component(
+                "engine", ["run", "engine", "--metrics-port", str(ENGINE_METRICS)], "engine.log"
+            )
+            connector = stack.start_component(
+                "file connector",
+                [
+                    "run",
+                    "connector",
+                    "file",
+                    *(a for s in DEMO_SUBSCRIBERS for a in ("--subscriber", s)),
+                    "--dir",
+                    str(out_dir),
+                    "--metrics-port",
+                    str(CONNECTOR_METRICS),
+                ],
+                "connector-file.log",
+            )
+            stack.start_component(
+                "postgres connector",
+                [
+                    "run",
+                    "connector",
+                    "postgres",
+                    "--subscriber",
+                    TABLE_SUBSCRIBER,
+                    "--metrics-port",
+                    str(POSTGRES_CONNECTOR_METRICS),
+                ],
+                "connector-postgres.log",
+            )
+            stack.start_component(
+                "gateway", ["run", "gateway", "--port", str(GATEWAY_PORT)], "gateway.log"
+            )
+            sse_token = _demo_stream_token(stack.data_dir)
+            stack.start_component(
+                "sse",
+                [
+                    "run",
+                    "sse",
+                    "--port",
+                    str(SSE_PORT),
+                    "--tokens-file",
+                    str(stack.data_dir / "sse-tokens.toml"),
+                    "--metrics-port",
+                    str(SSE_METRICS),
+                ],
+                "sse.log",
+            )
+            publisher = stack.start_component(
+                "demo",
+                ["run", "demo", "--rate", str(rate), "--metrics-port", str(DEMO_METRICS)],
+                "demo.log",
+            )
+            follower.add("department", publisher, "cyan")
+            follower.add("subscriber", connector, "green")
+        console.print(
+            Panel.fit(
+                "\n".join(
+                    [
+                        "[bold]xbus is up[/bold]",
+                        f"Kafka broker     {stack.bootstrap_servers}",
+                        f"schema registry  {stack.registry_url}",
+                        f"PostgreSQL       {stack.postgres_dsn}",
+                        *(
+                            [
+                                f"engine metrics   http://127.0.0.1:{ENGINE_METRICS}/metrics",
+                                f"connector        http://127.0.0.1:{CONNECTOR_METRICS}/metrics",
+                                f"demo publisher   http://127.0.0.1:{DEMO_METRICS}/metrics",
+                                f"ingest gateway   http://127.0.0.1:{GATEWAY_PORT}/docs "
+                                "(keys: xbus gateway new-key)",
+                                f"delivered files  {stack.data_dir / 'out'}/<subscriber>/",
+                                f"delivered tables {TABLE_SUBSCRIBER}.* (psql <PostgreSQL above>)",
+                                f"live stream      http://127.0.0.1:{SSE_PORT}/v1/stream "
+                                f"({STREAM_SUBSCRIBER}; docs/sse.md)",
+                                f"  its token      {sse_token}",
+                            ]
+                            if demo
+                            else []
+                        ),
+                        f"logs             {stack.data_dir}",
+                        "Ctrl-C stops everything.",
+                    ]
+                )
+            )
+        )
+        last_report = time.monotonic()
+        while not stop.wait(0.5):
+            follower.poll()
+            for process in stack.components:
+                if not process.running:
+                    console.print(
+                        f"[red]{process.name} stopped unexpectedly[/red]; last lines "
+                        f"of {process.log_file}:\n{escape(process.log_tail())}"
+                    )
+                    stop.set()
+            if demo and time.monotonic() - last_report > 10:
+                last_report = time.monotonic()
+                console.print(
+                    f"[bold]xbus_events_delivered_total[/bold] engine="
+                    f"{_delivered_total(ENGINE_METRICS):.0f} connector="
+                    f"{_delivered_total(CONNECTOR_METRICS):.0f}"
+                )
+    except XbusError as error:
+        raise fail(error) from None
+    finally:
+        console.print("stopping...")
+        stack.stop()
+        console.print("stopped.")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(ctx: typer.Context) -> None:  # noqa: A001
+    """Start a throw-away stack, run the command after ``--`` against it, and stop the stack.
+
+    The command sees XBUS_BOOTSTRAP_SERVERS, XBUS_SCHEMA_REGISTRY_URL and XBUS_POSTGRES_DSN;
+    its exit code is ours.
+    """
+    if not ctx.args:
+        raise typer.BadParameter("give the command to run after --, e.g. xbus stack exec -- pytest")
+    stack = LocalStack.ephemeral()
+    console.print(f"starting a test stack in {stack.data_dir}...")
+    try:
+        stack.start()
+    except LauncherError as error:
+        stack.remove_data()
+        raise fail(error) from None
+    console.print(
+        f"Kafka on {stack.bootstrap_servers}, registry on {stack.registry_url}, "
+        f"PostgreSQL {stack.postgres_dsn}"
+    )
+    # Ctrl-C reaches the command (same process group); we wait for it, then clean up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = subprocess.call(ctx.args, env={**os.environ, **stack.client_env()})
+    finally:
+        stack.stop()
+        stack.remove_data()
+    raise typer.Exit(code)
+
+
+@app.command()
+def down() -> None:
+    """Stop whatever a killed ``xbus stack up`` left running."""
+    stack = LocalStack.persistent()
+    run_dir = stack.data_dir / "run"
+    for pid_file in sorted(run_dir.glob("*.pid")) if run_dir.exists() else []:
+        ManagedProcess(
+            pid_file.stem, [], log_file=Path(os.devnull), pid_file=pid_file
+        ).stop_leftover()
+    console.print("nothing of the local stack is running.")

@@ -1,0 +1,150 @@
+"""Keeping the catalog and the registry in step: checking that a changed dataset schema keeps
+its compatibility mode (against what is registered, or a git revision), and registering the
+catalog's schemas, which is a no-op for those already registered."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from xbus.core.catalog import Catalog, Dataset
+from xbus.core.compatibility import Incompatibility, mode_problems
+from xbus.core.envelope import record_of
+from xbus.core.errors import CatalogError, XbusError
+from xbus.core.serde import registered_schema_id
+from xbus.core.topics import value_subject
+
+
+@dataclass(frozen=True)
+class ContractProblem:
+    """A dataset change that breaks the dataset's compatibility mode."""
+
+    dataset: Dataset
+    against: str
+    direction: str
+    incompatibility: Incompatibility
+
+    def __str__(self) -> str:
+        i = self.incompatibility
+        return (
+            f"{self.dataset.qualified_name}: field {i.path or '(record)'}: {i.message} "
+            f"[rule {i.rule}, mode {self.dataset.compatibility}: {self.direction}; "
+            f"against {self.against}]"
+        )
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What ``register`` did for one dataset."""
+
+    dataset: Dataset
+    subject: str
+    schema_id: int
+    changed: bool
+
+
+def registered_records(
+    registry: SchemaRegistryClient, subject: str
+) -> list[tuple[int, dict[str, Any]]]:
+    """Every registered version of ``subject`` as ``(version, dataset record schema)``,
+    oldest first; empty if the subject does not exist."""
+    try:
+        versions = registry.get_versions(subject)
+    except SchemaRegistryError as exc:
+        if exc.http_status_code == 404:
+            return []
+        raise
+    found = []
+    for version in sorted(versions):
+        registered = registry.get_version(subject, version)
+        found.append((version, record_of(json.loads(registered.schema.schema_str or "{}"))))
+    return found
+
+
+def _problems(dataset: Dataset, old: dict[str, Any], against: str) -> list[ContractProblem]:
+    return [
+        ContractProblem(dataset, against, direction, i)
+        for direction, i in mode_problems(dataset.compatibility, dataset.schema, old)
+    ]
+
+
+def check_against_registry(
+    catalog: Catalog, registry: SchemaRegistryClient
+) -> list[ContractProblem]:
+    """What of the catalog breaks its mode against the registered versions (the latest one,
+    or every one for a ``_TRANSITIVE`` mode)."""
+    problems: list[ContractProblem] = []
+    for dataset in catalog:
+        if dataset.compatibility == "NONE":
+            continue
+        versions = registered_records(registry, value_subject(dataset.topic))
+        if not dataset.compatibility.endswith("_TRANSITIVE"):
+            versions = versions[-1:]
+        for version, old in versions:
+            problems += _problems(dataset, old, f"registered version {version}")
+    return problems
+
+
+def check_against_git(catalog: Catalog, revision: str) -> list[ContractProblem]:
+    """What of the catalog breaks its mode against the same files at git ``revision`` (of
+    the repository the schemas are in); a dataset new since then has nothing to break."""
+    problems: list[ContractProblem] = []
+    for dataset in catalog:
+        if dataset.compatibility == "NONE" or dataset.path is None:
+            continue
+        relative = dataset.path
+        shown = subprocess.run(
+            ["git", "show", f"{revision}:./{dataset.path.name}"],
+            cwd=dataset.path.parent,
+            capture_output=True,
+            text=True,
+        )
+        if shown.returncode != 0:
+            if "exists on disk, but not in" in shown.stderr or "does not exist" in shown.stderr:
+                continue
+            raise XbusError(f"git could not show {relative} at {revision}: {shown.stderr.strip()}")
+        try:
+            old = json.loads(shown.stdout)
+        except json.JSONDecodeError as exc:
+            raise CatalogError(f"{relative} at {revision} is not valid JSON: {exc}") from exc
+        problems += _problems(dataset, old, f"git {revision}")
+    return problems
+
+
+def register_catalog(catalog: Catalog, registry: SchemaRegistryClient) -> list[Registration]:
+    """Register each dataset's envelope under its topic's value subject and set the subject's
+    compatibility to the dataset's mode; a schema already registered is left as it is.
+
+    Raises ``XbusError`` naming the dataset and every broken rule if a schema would break its
+    mode, before registering anything."""
+    problems = check_against_registry(catalog, registry)
+    if problems:
+        raise XbusError("not registering: " + "; ".join(str(p) for p in problems))
+    done = []
+    for dataset in catalog:
+        subject = value_subject(dataset.topic)
+        schema_id = registered_schema_id(registry, subject, dataset.envelope)
+        changed = schema_id is None
+        if schema_id is None:
+            schema_id = registry.register_schema(
+                subject, Schema(json.dumps(dataset.envelope), "AVRO")
+            )
+        if _compatibility(registry, subject) != dataset.compatibility:
+            registry.set_compatibility(subject_name=subject, level=dataset.compatibility)
+            changed = True
+        done.append(Registration(dataset, subject, int(schema_id), changed))
+    return done
+
+
+def _compatibility(registry: SchemaRegistryClient, subject: str) -> str | None:
+    try:
+        return str(registry.get_compatibility(subject_name=subject))
+    except SchemaRegistryError as exc:
+        if exc.http_status_code == 404:
+            return None
+        raise

@@ -1,0 +1,96 @@
+"""Settings shared by every component, read from the environment (prefix ``XBUS_``).
+
+Files people write (schemas, grants, delivery files) and the stack's working folder are
+found relative to the current directory unless a setting says otherwise; nothing is looked
+for next to the installed package.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+HOME_ENV = "XBUS_HOME"
+
+
+def home_dir() -> Path:
+    """The working folder of the local stack and of the files it makes (keys, tokens, data):
+    ``XBUS_HOME``, else ``.xbus`` in the current directory; always absolute."""
+    return Path(os.environ.get(HOME_ENV) or ".xbus").expanduser().absolute()
+
+
+class BusSettings(BaseSettings):
+    """Where the bus's Kafka cluster and schema registry are, and how to reach them."""
+
+    model_config = SettingsConfigDict(env_prefix="XBUS_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    schema_registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    schemas_dir: Path = Path("schemas")
+    grants_dir: Path = Path("grants")
+    deliveries_dir: Path = Path("deliveries")
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("schemas_dir", "grants_dir", "deliveries_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # Fixed where the settings are read, so a process started elsewhere finds the same.
+        return path.expanduser().absolute()
+
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """The librdkafka configuration for a client of this cluster, with ``overrides`` on top."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        config.update(overrides)
+        return config
+
+    def producer_config(self, **overrides: Any) -> dict[str, Any]:
+        """A durable producer: idempotent, acks from all in-sync replicas, batched on purpose."""
+        return self.kafka_config(
+            **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "batch.size": 256 * 1024,
+                "compression.type": "lz4",
+                **overrides,
+            }
+        )
+
+    def consumer_config(self, group_id: str, **overrides: Any) -> dict[str, Any]:
+        """A consumer that commits only what the caller says it has finished with."""
+        return self.kafka_config(
+            **{
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                **overrides,
+            }
+        )
+
+    def registry_config(self) -> dict[str, Any]:
+        """The configuration of a confluent-kafka ``SchemaRegistryClient``."""
+        return {"url": self.schema_registry_url}
+
+
+@lru_cache(maxsize=1)
+def bus_settings() -> BusSettings:
+    """The settings of this process, read once."""
+    return BusSettings()

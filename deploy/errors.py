@@ -1,7 +1,0 @@
-"""Errors of the local launcher."""
-
-from xbus.errors import XbusError
-
-
-class LauncherError(XbusError):
-    """A part of the local stack could not be fetched, started or reached."""

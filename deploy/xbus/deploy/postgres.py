@@ -1,0 +1,279 @@
+"""A PostgreSQL server on loopback for the PostgreSQL sink and its tests, run from the
+machine's own PostgreSQL programs (Debian's ``postgresql`` package, which ``make install``
+adds when missing). The cluster is made once; later starts reuse its data."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from xbus.deploy.errors import LauncherError
+from xbus.deploy.process import ManagedProcess, check_port_free, credentials_of
+
+# Only the launcher connects as initdb's superuser, to make the bus's role and database.
+SUPERUSER = "postgres"
+# PostgreSQL refuses to run as root; a root supervisor runs it as this system user.
+SERVER_USER = "postgres"
+INSTALL_HINT = (
+    "Install PostgreSQL's server (Debian/Ubuntu: `apt-get install postgresql`, which "
+    "`make install` runs when it can)"
+)
+
+
+@dataclass
+class PostgresConfig:
+    """Where the server listens and keeps its data, and the role and database of the bus."""
+
+    host: str = "127.0.0.1"
+    port: int = 5433
+    data_dir: Path = Path(".xbus/data/postgres/data")
+    run_dir: Path = Path(".xbus/run")
+    log_dir: Path = Path(".xbus/data/postgres")
+    user: str = "xbus"
+    database: str = "xbus"
+    start_timeout: float = 60.0
+
+    @property
+    def dsn(self) -> str:
+        """The URL clients connect with. No password: see ``_initdb``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{self.user}@{host}:{self.port}/{self.database}"
+
+
+def find_bindir() -> Path:
+    """The directory holding PostgreSQL's ``initdb`` and ``postgres``: ``pg_config --bindir``,
+    else the newest ``/usr/lib/postgresql/<version>/bin``, else wherever ``initdb`` is on
+    PATH."""
+    candidates: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if result.returncode == 0:
+            candidates.append(Path(result.stdout.strip()))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version, reverse=True)
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(Path(initdb).resolve().parent)
+    for bindir in candidates:
+        if all(os.access(bindir / program, os.X_OK) for program in ("initdb", "postgres")):
+            return bindir
+    looked = ", ".join(str(c) for c in candidates) or "/usr/lib/postgresql/*/bin"
+    raise LauncherError(
+        f"PostgreSQL's server programs (initdb and postgres) were not found in {looked} "
+        f"or on PATH. {INSTALL_HINT}."
+    )
+
+
+def _version(bindir: Path) -> tuple[int, ...]:
+    return tuple(int(part) for part in bindir.parent.name.split(".") if part.isdigit())
+
+
+class LocalPostgres:
+    """Makes, starts and stops the local PostgreSQL server."""
+
+    def __init__(self, config: PostgresConfig) -> None:
+        self.config = config
+        self.process: ManagedProcess | None = None
+        self._data_dir = config.data_dir.resolve()
+        self._socket_dir = config.run_dir.resolve() / "postgres"
+        self._pid_file = config.run_dir.resolve() / f"postgres-{config.port}.pid"
+
+    @property
+    def dsn(self) -> str:
+        """``postgresql://<user>@<host>:<port>/<database>``, the bus's own role and database."""
+        return self.config.dsn
+
+    def start(self) -> None:
+        """Make the cluster if there is none, start the server, wait until it accepts
+        connections, and make the bus's role and database if missing."""
+        c = self.config
+        bindir = find_bindir()
+        _check_loopback(c.host)
+        user = _server_user()
+        self.process = ManagedProcess(
+            "PostgreSQL",
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(self._data_dir),
+                "-k",
+                str(self._socket_dir),
+                "-h",
+                c.host,
+                "-p",
+                str(c.port),
+                # The sink's crash tests count on a committed row surviving a killed server.
+                "-c",
+                "fsync=on",
+            ],
+            log_file=c.log_dir.resolve() / "postgresql.log",
+            pid_file=self._pid_file,
+            cwd=self._data_dir.parent,
+            # SIGTERM is a smart shutdown, which waits for every client to disconnect.
+            stop_signal=signal.SIGINT,
+            user=user,
+        )
+        self.process.stop_leftover()
+        check_port_free(c.host, c.port, "PostgreSQL", "XBUS_STACK_POSTGRES_PORT")
+        for directory in (self._data_dir.parent, self._socket_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        _give(self._socket_dir, user)
+        for directory in (self._data_dir.parent, self._socket_dir):
+            _check_reachable(directory, user)
+        self._initdb(bindir, user)
+        self.process.start()
+        self.process.wait_until(
+            self._accepts_connections, c.start_timeout, f"accepting connections on {c.dsn}"
+        )
+        try:
+            self._create_database()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _initdb(self, bindir: Path, user: str | None) -> None:
+        """Make the cluster once; a data dir from an earlier run is reused as it is."""
+        data = self._data_dir
+        if (data / "PG_VERSION").exists():
+            return
+        if data.exists() and any(data.iterdir()):
+            raise LauncherError(
+                f"{data} holds files but no PG_VERSION: it is not a PostgreSQL data dir. "
+                "Remove it (its contents are lost) or choose another data dir."
+            )
+        # initdb works in a sibling renamed into place once complete: an interrupted initdb
+        # never leaves a data dir that looks made.
+        partial = data.with_name(f"{data.name}.initdb")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(mode=0o700)
+        _give(partial, user)
+        # Trust, not a password: initdb's pg_hba.conf admits loopback and the socket only,
+        # and Kafka and the registry, which hold the same events, are open on loopback too;
+        # a password would guard nothing they leave open, and a DSN without one can be shown.
+        result = subprocess.run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(partial),
+                f"--username={SUPERUSER}",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=data.parent,
+            **credentials_of(user),
+        )
+        if result.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise LauncherError(
+                f"initdb could not make a PostgreSQL cluster in {data}:\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        if data.exists():
+            data.rmdir()
+        partial.rename(data)
+
+    def _admin_conninfo(self) -> str:
+        c = self.config
+        return make_conninfo(
+            host=c.host, port=c.port, user=SUPERUSER, dbname="postgres", connect_timeout=2
+        )
+
+    def _accepts_connections(self) -> bool:
+        try:
+            psycopg.connect(self._admin_conninfo()).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def _create_database(self) -> None:
+        c = self.config
+        with psycopg.connect(self._admin_conninfo(), autocommit=True) as connection:
+            role = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (c.user,))
+            if role.fetchone() is None:
+                connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(c.user)))
+            database = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (c.database,)
+            )
+            if database.fetchone() is None:
+                connection.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(c.database), sql.Identifier(c.user)
+                    )
+                )
+
+    def stop(self) -> None:
+        """Stop the server with a fast shutdown: open sessions are ended, committed data is
+        kept."""
+        if self.process is not None:
+            self.process.stop(timeout=30)
+
+
+def _check_loopback(host: str) -> None:
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise LauncherError(
+            f"the local PostgreSQL admits connections without a password, so it listens on "
+            f"loopback only, and {host} is not a loopback address. Set XBUS_STACK_HOST to "
+            "127.0.0.1 or leave it unset."
+        )
+
+
+def _server_user() -> str | None:
+    """The system user the server runs as: None (ours) unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise LauncherError(
+            f"PostgreSQL refuses to run as root, and there is no system user {SERVER_USER!r} "
+            f"to run it as. Create one (`useradd --system {SERVER_USER}`; Debian's postgresql "
+            "package does) or start the stack as a user other than root."
+        ) from None
+    return SERVER_USER
+
+
+def _give(directory: Path, user: str | None) -> None:
+    """Make ``directory`` the server user's own."""
+    if user:
+        entry = pwd.getpwnam(user)
+        os.chown(directory, entry.pw_uid, entry.pw_gid)
+
+
+def _check_reachable(directory: Path, user: str | None) -> None:
+    """Raise if ``user`` may not pass through every directory down to ``directory``."""
+    if not user:
+        return
+    entry = pwd.getpwnam(user)
+    groups = set(os.getgrouplist(user, entry.pw_gid))
+    for step in [*reversed(directory.parents), directory]:
+        info = step.stat()
+        if info.st_uid == entry.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            raise LauncherError(
+                f"PostgreSQL runs as the system user {user!r} (it refuses to run as root), "
+                f"which may not enter {step} on the way to {directory}. Let it pass "
+                f"(`chmod o+x {step}`) or keep the stack's data elsewhere (XBUS_STACK_HOME)."
+            )

@@ -1,0 +1,197 @@
+"""The local stack: broker, registry and PostgreSQL, and for ``make run`` the engine, a
+connector and the demo department, each a child process stopped in reverse order."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from xbus.core.settings import home_dir
+from xbus.deploy.kafka import KafkaConfig, LocalKafka
+from xbus.deploy.postgres import LocalPostgres, PostgresConfig
+from xbus.deploy.process import ManagedProcess, free_port
+from xbus.deploy.registry import LocalRegistry, RegistryConfig
+
+
+class StackSettings(BaseSettings):
+    """Ports, folders and limits of the local stack (environment prefix ``XBUS_STACK_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="XBUS_STACK_", extra="ignore")
+
+    home: Path = Field(default_factory=home_dir)
+    cache_dir: Path | None = None
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    registry_port: int = 8081
+    registry_management_port: int = 8091
+    # Not 5432, where a system PostgreSQL usually listens.
+    postgres_port: int = 5433
+    kafka_heap: str = "768m"
+    start_timeout: float = 120.0
+
+    @property
+    def cache(self) -> Path:
+        """Where fetched jars are kept (shared by every data dir)."""
+        return self.cache_dir or self.home / "cache"
+
+
+@dataclass
+class LocalStack:
+    """A Kafka broker, a schema registry and PostgreSQL on loopback, plus any components
+    started on them."""
+
+    settings: StackSettings
+    data_dir: Path
+    kafka: LocalKafka = field(init=False)
+    registry: LocalRegistry = field(init=False)
+    postgres: LocalPostgres = field(init=False)
+    components: list[ManagedProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        run_dir = self.data_dir / "run"
+        self.kafka = LocalKafka(
+            KafkaConfig(
+                host=s.host,
+                port=s.kafka_port,
+                controller_port=s.controller_port,
+                data_dir=self.data_dir / "kafka",
+                cache_dir=s.cache,
+                run_dir=run_dir,
+                heap=s.kafka_heap,
+                start_timeout=s.start_timeout,
+            )
+        )
+        self.registry = LocalRegistry(
+            RegistryConfig(
+                bootstrap_servers=self.kafka.config.bootstrap_servers,
+                host=s.host,
+                port=s.registry_port,
+                management_port=s.registry_management_port,
+                cache_dir=s.cache,
+                run_dir=run_dir,
+                log_dir=self.data_dir / "registry",
+                start_timeout=s.start_timeout,
+            )
+        )
+        self.postgres = LocalPostgres(
+            PostgresConfig(
+                host=s.host,
+                port=s.postgres_port,
+                data_dir=self.data_dir / "postgres" / "data",
+                run_dir=run_dir,
+                log_dir=self.data_dir / "postgres",
+                start_timeout=s.start_timeout,
+            )
+        )
+
+    @classmethod
+    def persistent(cls, settings: StackSettings | None = None) -> LocalStack:
+        """The stack of ``make run``: fixed ports, data kept in ``<home>/data`` across runs."""
+        settings = settings or StackSettings()
+        return cls(settings, settings.home / "data")
+
+    @classmethod
+    def ephemeral(cls, settings: StackSettings | None = None) -> LocalStack:
+        """A throw-away stack on free ports with a fresh data dir (for tests); the jar cache
+        is shared."""
+        settings = (settings or StackSettings()).model_copy(
+            update={
+                "kafka_port": free_port(),
+                "controller_port": free_port(),
+                "registry_port": free_port(),
+                "registry_management_port": free_port(),
+                "postgres_port": free_port(),
+            }
+        )
+        data_dir = Path(tempfile.mkdtemp(prefix="xbus-stack-"))
+        # mkdtemp makes it 0700; PostgreSQL may run as its own system user (when we are root)
+        # and must pass through to its data dir inside. Passing, not listing.
+        data_dir.chmod(0o711)
+        return cls(settings, data_dir)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker's address."""
+        return self.kafka.config.bootstrap_servers
+
+    @property
+    def registry_url(self) -> str:
+        """The registry's Confluent-API URL."""
+        return self.registry.config.url
+
+    @property
+    def postgres_dsn(self) -> str:
+        """The URL of the bus's PostgreSQL database."""
+        return self.postgres.dsn
+
+    def client_env(self) -> dict[str, str]:
+        """The environment that points xbus components and tests at this stack."""
+        return {
+            "XBUS_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "XBUS_SCHEMA_REGISTRY_URL": self.registry_url,
+            "XBUS_POSTGRES_DSN": self.postgres_dsn,
+            "XBUS_PSEUDONYM_KEY_FILE": str(self.pseudonym_key_file()),
+        }
+
+    def pseudonym_key_file(self) -> Path:
+        """The local stack's secret for keyed pseudonyms, made once and kept with its data
+        (so pseudonyms stay stable across runs)."""
+        path = self.data_dir / "pseudonym.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path
+
+    def start(self) -> None:
+        """Start the broker, the registry, then PostgreSQL; if one fails, what was started is
+        stopped, last first."""
+        parts: list[LocalKafka | LocalRegistry | LocalPostgres] = [
+            self.kafka,
+            self.registry,
+            self.postgres,
+        ]
+        for index, part in enumerate(parts):
+            try:
+                part.start()
+            except BaseException:
+                for started in reversed(parts[: index + 1]):
+                    started.stop()
+                raise
+
+    def start_component(self, name: str, args: list[str], log_name: str) -> ManagedProcess:
+        """Start ``xbus <args>`` against this stack, its output in ``<data>/logs/<log_name>``."""
+        process = ManagedProcess(
+            name,
+            [sys.executable, "-m", "xbus.cli", *args],
+            log_file=self.data_dir / "logs" / log_name,
+            pid_file=self.data_dir / "run" / f"{log_name}.pid",
+            env={**os.environ, **self.client_env(), "PYTHONUNBUFFERED": "1"},
+        )
+        process.start()
+        self.components.append(process)
+        return process
+
+    def stop(self) -> None:
+        """Stop the components (last started first), PostgreSQL, the registry, then the
+        broker."""
+        for process in reversed(self.components):
+            process.stop(timeout=20)
+        self.components.clear()
+        self.postgres.stop()
+        self.registry.stop()
+        self.kafka.stop()
+
+    def remove_data(self) -> None:
+        """Delete the data dir (for ephemeral stacks)."""
+        shutil.rmtree(self.data_dir, ignore_errors=True)

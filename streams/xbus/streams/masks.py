@@ -1,0 +1,264 @@
+"""Masks: how a field a subscriber may see is transformed before it leaves, in the style of
+Apache Ranger. Each mask says which Avro types it applies to, what type its result has, and
+transforms one value; ``None`` stays ``None`` (there is nothing to hide)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from xbus.core.errors import ConfigurationError
+
+PSEUDONYM_KEY_ENV = "XBUS_PSEUDONYM_KEY"
+PSEUDONYM_KEY_FILE_ENV = "XBUS_PSEUDONYM_KEY_FILE"
+
+# How a field's Avro type is told apart, ignoring null in an optional field.
+STRING, INT, LONG, FLOAT, DOUBLE, DECIMAL, DATE, TIMESTAMP = (
+    "string",
+    "int",
+    "long",
+    "float",
+    "double",
+    "decimal",
+    "date",
+    "timestamp",
+)
+NUMBERS = (INT, LONG, FLOAT, DOUBLE, DECIMAL)
+
+
+class _Mask(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def accepts(self) -> tuple[str, ...]:
+        """The kinds of field this mask applies to."""
+        return (STRING,)
+
+    def result_type(self, field_type: Any) -> Any:
+        """The Avro type of the masked value (before making it nullable)."""
+        return "string"
+
+    def function(self) -> Callable[[Any], Any]:
+        """The transformation of one non-null value."""
+        raise NotImplementedError
+
+
+class Redact(_Mask):
+    """Replace the value with a fixed text."""
+
+    type: Literal["redact"]
+    text: str = "***"
+
+    def accepts(self) -> tuple[str, ...]:
+        return (STRING, *NUMBERS, DATE, TIMESTAMP, "other")
+
+    def function(self) -> Callable[[Any], Any]:
+        text = self.text
+        return lambda _: text
+
+
+class ShowFirst(_Mask):
+    """Keep the first ``n`` characters, replace the rest with ``*``."""
+
+    type: Literal["show_first"]
+    n: int = Field(ge=0)
+
+    def function(self) -> Callable[[Any], Any]:
+        n = self.n
+        return lambda v: v[:n] + "*" * max(0, len(v) - n)
+
+
+class ShowLast(_Mask):
+    """Keep the last ``n`` characters, replace the rest with ``*``."""
+
+    type: Literal["show_last"]
+    n: int = Field(ge=0)
+
+    def function(self) -> Callable[[Any], Any]:
+        n = self.n
+        return lambda v: "*" * max(0, len(v) - n) + (v[-n:] if n else "")
+
+
+class Hash(_Mask):
+    """The SHA-256 of the value, in hex: equal values stay equal, nothing else is kept."""
+
+    type: Literal["hash"]
+
+    def accepts(self) -> tuple[str, ...]:
+        return (STRING, *NUMBERS, DATE, TIMESTAMP)
+
+    def function(self) -> Callable[[Any], Any]:
+        return lambda v: hashlib.sha256(_text(v).encode()).hexdigest()
+
+
+class Pseudonym(_Mask):
+    """A keyed pseudonym (HMAC-SHA256 with the bus's secret): stable across restarts and
+    subscribers of one bus, and not reversible or recomputable without the secret."""
+
+    type: Literal["pseudonym"]
+
+    def accepts(self) -> tuple[str, ...]:
+        return (STRING, INT, LONG, DECIMAL)
+
+    def function(self) -> Callable[[Any], Any]:
+        keys: list[bytes] = []  # read on first use, so a grant validates without the secret
+
+        def pseudonym(v: Any) -> str:
+            if not keys:
+                keys.append(pseudonym_key())
+            return hmac.new(keys[0], _text(v).encode(), hashlib.sha256).hexdigest()[:32]
+
+        return pseudonym
+
+
+class Nullify(_Mask):
+    """Send null in place of the value."""
+
+    type: Literal["nullify"]
+
+    def accepts(self) -> tuple[str, ...]:
+        return (STRING, *NUMBERS, DATE, TIMESTAMP, "other")
+
+    def result_type(self, field_type: Any) -> Any:
+        return "null"
+
+    def function(self) -> Callable[[Any], Any]:
+        return lambda _: None
+
+
+class Year(_Mask):
+    """Only the year of a date or a date and time."""
+
+    type: Literal["year"]
+
+    def accepts(self) -> tuple[str, ...]:
+        return (DATE, TIMESTAMP)
+
+    def result_type(self, field_type: Any) -> Any:
+        return "int"
+
+    def function(self) -> Callable[[Any], Any]:
+        return lambda v: v.year
+
+
+class Round(_Mask):
+    """Round a number down to a multiple of ``step`` (a salary to the thousand, say)."""
+
+    type: Literal["round"]
+    step: decimal.Decimal = Field(gt=0)
+
+    def accepts(self) -> tuple[str, ...]:
+        return NUMBERS
+
+    def result_type(self, field_type: Any) -> Any:
+        return field_type
+
+    def function(self) -> Callable[[Any], Any]:
+        step = self.step
+
+        def round_down(v: Any) -> Any:
+            if isinstance(v, decimal.Decimal):
+                exponent = v.as_tuple().exponent
+                return ((v // step) * step).quantize(
+                    decimal.Decimal(1).scaleb(exponent if isinstance(exponent, int) else 0)
+                )
+            if isinstance(v, int):
+                return int((v // step) * step)
+            return float((decimal.Decimal(str(v)) // step) * step)
+
+        return round_down
+
+
+_DISTRICT = re.compile(r"^(.*?(?:省|自治区))?(.*?(?:市|自治州|地区|盟))?(.*?(?:区|县|旗|市))")
+
+
+class District(_Mask):
+    """Cut an address to its district (``浙江省杭州市西湖区文三路90号`` becomes
+    ``浙江省杭州市西湖区``), or a six-digit division code to its city (``330106`` becomes
+    ``330100``)."""
+
+    type: Literal["district"]
+
+    def function(self) -> Callable[[Any], Any]:
+        def cut(v: str) -> str:
+            if len(v) == 6 and v.isdigit():
+                return v[:4] + "00"
+            found = _DISTRICT.match(v)
+            return found.group(0) if found else "***"
+
+        return cut
+
+
+Mask = Annotated[
+    Redact | ShowFirst | ShowLast | Hash | Pseudonym | Nullify | Year | Round | District,
+    Field(discriminator="type"),
+]
+MASK_TYPES = (
+    "redact",
+    "show_first",
+    "show_last",
+    "hash",
+    "pseudonym",
+    "nullify",
+    "year",
+    "round",
+    "district",
+)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def pseudonym_key() -> bytes:
+    """The secret of keyed pseudonyms, from ``XBUS_PSEUDONYM_KEY`` or the file named by
+    ``XBUS_PSEUDONYM_KEY_FILE``."""
+    key = os.environ.get(PSEUDONYM_KEY_ENV)
+    if not key and os.environ.get(PSEUDONYM_KEY_FILE_ENV):
+        path = Path(os.environ[PSEUDONYM_KEY_FILE_ENV])
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the pseudonym key file {path}: {exc}") from exc
+    if not key or len(key) < 16:
+        raise ConfigurationError(
+            f"keyed pseudonyms need a secret of at least 16 characters in {PSEUDONYM_KEY_ENV} "
+            f"or in a file named by {PSEUDONYM_KEY_FILE_ENV}"
+        )
+    return key.encode()
+
+
+def kind_of(field_type: Any) -> str:
+    """Which mask kind a field's Avro type is (optional fields by their non-null branch)."""
+    if isinstance(field_type, list):
+        branches = [b for b in field_type if b != "null"]
+        return kind_of(branches[0]) if len(branches) == 1 else "other"
+    if isinstance(field_type, dict):
+        logical = field_type.get("logicalType")
+        if logical == "decimal":
+            return DECIMAL
+        if logical == "date":
+            return DATE
+        if logical in ("timestamp-millis", "timestamp-micros"):
+            return TIMESTAMP
+        inner = field_type.get("type")
+        return inner if inner in (STRING, INT, LONG, FLOAT, DOUBLE) else "other"
+    return field_type if field_type in (STRING, INT, LONG, FLOAT, DOUBLE) else "other"
+
+
+def base_type(field_type: Any) -> Any:
+    """An optional field's non-null type; any other type as it is."""
+    if isinstance(field_type, list):
+        branches = [b for b in field_type if b != "null"]
+        return branches[0] if len(branches) == 1 else field_type
+    return field_type

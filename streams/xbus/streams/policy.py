@@ -1,0 +1,437 @@
+"""From a grant to what it lets through: checking a grant against the catalog, and compiling
+it into the subscriber's view schema and a function from a change event to what the
+subscriber receives.
+
+Default deny: only the fields a grant names leave, and a grant that is not in force, does
+not cover the operation or whose row filter does not hold lets nothing through.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import decimal
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+
+from xbus.core.avro_names import PRIMITIVES, NamedTypes, full_name
+from xbus.core.catalog import Catalog, Dataset
+from xbus.core.envelope import envelope_schema
+from xbus.core.errors import CatalogError
+from xbus.core.topics import delivery_topic
+from xbus.streams.grants import FieldRule, Grant
+from xbus.streams.masks import Nullify, base_type, kind_of
+
+# One step of a view's transformation: read the source record, write the view record.
+Step = Callable[[dict[str, Any], dict[str, Any]], None]
+RECORD_VARIABLES = {"record", "op", "now"}
+EVENT_VARIABLES = {"op", "before", "after", "ts_ms", "department", "dataset", "source"}
+_POSITION = re.compile(r"<input>:(\d+):(\d+)")
+
+
+def cel_value(value: Any) -> Any:
+    """A decoded Avro value as CEL takes it: dates become timestamps (midnight UTC),
+    decimals doubles, UUIDs strings."""
+    if isinstance(value, dict):
+        return {k: cel_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [cel_value(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def compile_cel(source: str, allowed: set[str], where: str) -> tuple[Any, str | None]:
+    """The compiled expression, or why it does not compile (with line and column)."""
+    try:
+        program = cel.compile(source)
+    except ValueError as exc:
+        text = str(exc)
+        found = _POSITION.search(text)
+        position = f" at line {found.group(1)}, column {found.group(2)}" if found else ""
+        detail = text.split("ERROR: ", 1)[-1].split("\n", 1)[0]
+        return None, f"{where}: CEL does not compile{position}: {detail}"
+    unknown = set(program.variables()) - allowed
+    if unknown:
+        return None, (
+            f"{where}: unknown variable(s) {', '.join(sorted(unknown))}; an "
+            f"expression here may use {', '.join(sorted(allowed))}"
+        )
+    return program, None
+
+
+def _qualified(t: Any, names: NamedTypes, namespace: str, emitted: set[str]) -> Any:
+    """A copy of type ``t`` with every named type under its full original name, defined
+    once in the view and referred to by name after that."""
+    if isinstance(t, list):
+        return [_qualified(b, names, namespace, emitted) for b in t]
+    if isinstance(t, str):
+        if t in PRIMITIVES:
+            return t
+        full = full_name(t, namespace)
+        if full in emitted:
+            return full
+        definition = names.lookup(t, namespace)
+        assert definition is not None, f"unknown Avro type {t}"
+        return _qualified(definition, names, namespace, emitted)
+    kind = t.get("type")
+    if kind in ("record", "enum", "fixed"):
+        full = full_name(t["name"], t.get("namespace", namespace))
+        if full in emitted:
+            return full
+        emitted.add(full)
+        out = {k: v for k, v in t.items() if k not in ("fields", "namespace")}
+        out["name"] = full
+        if kind == "record":
+            inner = full.rsplit(".", 1)[0]
+            out["fields"] = [
+                {**f, "type": _qualified(f["type"], names, inner, emitted)} for f in t["fields"]
+            ]
+        return out
+    if kind == "array":
+        return {**t, "items": _qualified(t["items"], names, namespace, emitted)}
+    if kind == "map":
+        return {**t, "values": _qualified(t["values"], names, namespace, emitted)}
+    return copy.deepcopy(t)
+
+
+@dataclass
+class _Builder:
+    """Walks a dataset schema along a grant's field rules, collecting the view's fields, the
+    transformation and the problems found."""
+
+    grant: Grant
+    dataset: Dataset
+    names: NamedTypes
+    problems: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)
+    emitted: set[str] = field(default_factory=set)
+
+    def record(
+        self, schema: dict[str, Any], prefix: str, namespace: str, selected: set[str], covered: bool
+    ) -> tuple[list[dict[str, Any]], list[Step]]:
+        rules = self.grant.fields
+        fields: list[dict[str, Any]] = []
+        steps: list[Step] = []
+        inner_space = full_name(schema["name"], schema.get("namespace", namespace)).rsplit(".", 1)[
+            0
+        ]
+        for f in schema["fields"]:
+            path = f"{prefix}{f['name']}"
+            whole = path in selected
+            nested = {p for p in selected if p.startswith(f"{path}.")}
+            if not whole and not nested:
+                continue
+            rule = rules.get(path) or FieldRule.model_validate({})
+            out_name = rule.rename or f["name"]
+            ftype = base_type(f["type"])
+            if isinstance(ftype, str) and ftype not in PRIMITIVES:
+                ftype = self.names.lookup(ftype, inner_space) or ftype
+            optional = isinstance(f["type"], list) and "null" in f["type"]
+            is_record = isinstance(ftype, dict) and ftype.get("type") == "record"
+            if is_record and nested and rule.mask is None:
+                keep = nested | (
+                    {f"{path}.{c['name']}" for c in ftype["fields"]} if whole else set()
+                )
+                sub_fields, sub_steps = self.record(
+                    ftype,
+                    f"{path}.",
+                    inner_space,
+                    keep,
+                    covered or rule.approved_unmasked is not None,
+                )
+                view_type: Any = {
+                    "type": "record",
+                    "name": f"{_view_name(path)}",
+                    "namespace": f"deliver.{self.grant.subscriber}",
+                    "fields": sub_fields,
+                }
+                steps.append(_nested(f["name"], out_name, sub_steps))
+            else:
+                view_type, step = self.leaf(f, path, out_name, ftype, inner_space, rule, covered)
+                steps.append(step)
+            if (
+                optional
+                and view_type != "null"
+                and not (isinstance(view_type, list) and "null" in view_type)
+            ):
+                view_type = ["null", view_type]
+            entry = {
+                "name": out_name,
+                "type": view_type,
+                "classification": self.dataset.classifications.get(path, "public"),
+            }
+            if "doc" in f:
+                entry["doc"] = f["doc"]
+            if isinstance(view_type, list) and view_type[0] == "null":
+                entry["default"] = None
+            fields.append(entry)
+        return fields, steps
+
+    def leaf(
+        self,
+        f: dict[str, Any],
+        path: str,
+        out_name: str,
+        ftype: Any,
+        namespace: str,
+        rule: FieldRule,
+        covered: bool,
+    ) -> tuple[Any, Step]:
+        name = f["name"]
+        mask = rule.mask
+        if mask is None:
+            if not covered and rule.approved_unmasked is None:
+                self._check_unmasked(path, ftype, namespace)
+            view_type = _qualified(f["type"], self.names, namespace, self.emitted)
+            return (
+                base_type(view_type) if not isinstance(f["type"], list) else view_type,
+                lambda src, dst: dst.__setitem__(out_name, src[name]),
+            )
+        kind = kind_of(
+            ftype
+            if not isinstance(ftype, dict) or ftype.get("type") != "record"
+            else {"type": "record"}
+        )
+        if kind not in mask.accepts():
+            self.problems.append(
+                (
+                    ("fields", path, "mask"),
+                    f"fields.{path}: mask {mask.type} does not apply to a "
+                    f"{kind if kind != 'other' else _type_name(ftype)} field",
+                )
+            )
+            return "null", lambda src, dst: None
+        self.masks.append(f"{path}:{mask.type}")
+        fn = mask.function()
+        result = mask.result_type(_qualified(ftype, self.names, namespace, self.emitted))
+        if isinstance(mask, Nullify):
+            return "null", lambda src, dst: dst.__setitem__(out_name, None)
+
+        def apply(src: dict[str, Any], dst: dict[str, Any]) -> None:
+            value = src[name]
+            dst[out_name] = None if value is None else fn(value)
+
+        return result, apply
+
+    def _check_unmasked(self, path: str, ftype: Any, namespace: str) -> None:
+        """A personal or sensitive value may leave unmasked only with an explicit approval."""
+        leaves = [path]
+        if isinstance(ftype, dict) and ftype.get("type") == "record":
+            leaves = [p for p in self.dataset.classifications if p.startswith(f"{path}.")]
+        for leaf in leaves:
+            if self.dataset.classifications.get(leaf) in ("personal", "sensitive"):
+                self.problems.append(
+                    (
+                        ("fields", path),
+                        f"fields.{path}: {leaf} is {self.dataset.classifications[leaf]} and would "
+                        f"leave unmasked; mask it, or name the approval that allows it with "
+                        f"approved_unmasked",
+                    )
+                )
+
+
+def _view_name(path: str) -> str:
+    return "View_" + path.replace(".", "_")
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, dict):
+        return str(t.get("logicalType") or t.get("type"))
+    return str(t)
+
+
+def _nested(name: str, out_name: str, steps: list[Step]) -> Callable[..., None]:
+    def apply(src: dict[str, Any], dst: dict[str, Any]) -> None:
+        inner = src[name]
+        if inner is None:
+            dst[out_name] = None
+            return
+        out: dict[str, Any] = {}
+        for step in steps:
+            step(inner, out)
+        dst[out_name] = out
+
+    return apply
+
+
+_CEL_TYPES = {
+    "string": "string",
+    "int": "int",
+    "long": "long",
+    "double": "double",
+    "boolean": "boolean",
+}
+
+
+@dataclass(frozen=True)
+class CompiledGrant:
+    """A grant made ready to apply: its view schema and transformations."""
+
+    grant: Grant
+    version: int
+    dataset: Dataset
+    view_record: dict[str, Any]
+    view_schema: dict[str, Any]
+    rows: Any
+    transform: Callable[[dict[str, Any] | None, str, dt.datetime, Any], dict[str, Any] | None]
+    masks: tuple[str, ...]
+
+    @property
+    def topic(self) -> str:
+        """The subscriber's topic for this dataset."""
+        return delivery_topic(self.grant.subscriber, self.dataset.name)
+
+
+def check_and_compile(
+    grant: Grant, catalog: Catalog, version: int = 1
+) -> CompiledGrant | list[tuple[tuple[str, ...], str]]:
+    """The compiled grant, or every problem with it as ``(key path, message)``."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    try:
+        dataset = catalog.find(grant.dataset) if "." in grant.dataset else None
+    except CatalogError as exc:
+        return [(("dataset",), f"dataset: {exc}")]
+    if dataset is None:
+        return [(("dataset",), "dataset: write it as department.dataset")]
+    if dataset.sharing == "none":
+        problems.append(
+            (
+                ("dataset",),
+                f"dataset: {dataset.qualified_name} has sharing class "
+                "'none': it never leaves its department",
+            )
+        )
+    if dataset.sharing == "conditional" and not grant.approval:
+        problems.append(
+            (
+                ("dataset",),
+                f"approval: {dataset.qualified_name} is shared only "
+                "under an approved grant; name the approval",
+            )
+        )
+    if grant.valid_until is not None and grant.valid_until <= grant.valid_from:
+        problems.append((("valid_until",), "valid_until: must be after valid_from"))
+    known = set(dataset.classifications)
+    for path in grant.fields:
+        if path not in known:
+            near = sorted(p for p in known if "." not in p)
+            problems.append(
+                (
+                    ("fields", path),
+                    f"fields.{path}: no such field in "
+                    f"{dataset.qualified_name} (its fields: {', '.join(near)})",
+                )
+            )
+    names = NamedTypes(dataset.schema)
+    builder = _Builder(grant, dataset, names)
+    selected = {p for p in grant.fields if p in known}
+    fields, steps = builder.record(
+        dataset.schema, "", dataset.schema.get("namespace", ""), selected, covered=False
+    )
+    problems += builder.problems
+
+    rows = None
+    if grant.rows:
+        rows, error = compile_cel(grant.rows, EVENT_VARIABLES, "rows")
+        if error:
+            problems.append((("rows",), error))
+    derived: list[tuple[str, Any]] = []
+    out_names = {f["name"] for f in fields}
+    for name, rule in grant.derive.items():
+        program, error = compile_cel(rule.cel, RECORD_VARIABLES, f"derive.{name}")
+        if error:
+            problems.append((("derive", name), error))
+        if name in out_names:
+            problems.append(
+                (("derive", name), f"derive.{name}: the view already has a field {name!r}")
+            )
+        out_names.add(name)
+        derived.append((name, program))
+        fields.append(
+            {
+                "name": name,
+                "type": ["null", _CEL_TYPES[rule.type]],
+                "default": None,
+                "classification": "internal",
+                "doc": f"Derived: {rule.cel}",
+            }
+        )
+    for name, lookup in grant.lookup.items():
+        if lookup.key not in known:
+            problems.append(
+                (
+                    ("lookup", name, "key"),
+                    f"lookup.{name}.key: no field {lookup.key!r} in {dataset.qualified_name}",
+                )
+            )
+        if name in out_names:
+            problems.append(
+                (("lookup", name), f"lookup.{name}: the view already has a field {name!r}")
+            )
+        out_names.add(name)
+        fields.append(
+            {
+                "name": name,
+                "type": ["null", "string"],
+                "default": None,
+                "classification": "public",
+                "doc": f"Looked up in {lookup.table} by {lookup.key}.",
+            }
+        )
+    if problems:
+        return problems
+
+    view_record = {
+        "type": "record",
+        "name": f"{dataset.schema['name']}View",
+        "namespace": f"deliver.{grant.subscriber}",
+        "doc": f"{grant.subscriber}'s view of {dataset.qualified_name} under grant "
+        f"{grant.grant}: {grant.purpose}",
+        "fields": fields,
+    }
+    lookups = [(name, lookup.table, lookup.key.split(".")) for name, lookup in grant.lookup.items()]
+
+    def transform(
+        record: dict[str, Any] | None, op: str, now: dt.datetime, tables: Any
+    ) -> dict[str, Any] | None:
+        if record is None:
+            return None
+        out: dict[str, Any] = {}
+        for step in steps:
+            step(record, out)
+        if derived:
+            context = cel.Context({"record": cel_value(record), "op": op, "now": now})
+            for name, program in derived:
+                try:
+                    out[name] = program.execute(context)
+                except (KeyError, TypeError, ValueError):
+                    out[name] = None
+        for name, table, key_path in lookups:
+            value: Any = record
+            for part in key_path:
+                value = value.get(part) if isinstance(value, dict) else None
+            out[name] = None if value is None or tables is None else tables.get(table, str(value))
+        return out
+
+    return CompiledGrant(
+        grant,
+        version,
+        dataset,
+        view_record,
+        envelope_schema(view_record, catalog.envelope, name="DeliveredEvent"),
+        rows,
+        transform,
+        tuple(builder.masks),
+    )
