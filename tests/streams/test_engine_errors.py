@@ -9,7 +9,8 @@ import httpx
 import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from xbus.core.serde import RegistryUnavailable, Undecodable, WriterSchemas
+from xbus.core.errors import RegistryUnavailable
+from xbus.core.serde import Undecodable, WriterSchemas
 
 WIRE = b"\x00\x00\x00\x00\x07" + b"body"
 

@@ -32,6 +32,7 @@ def main(
         # Through the environment, so that the processes this one starts agree.
         os.environ[HOME_ENV] = str(home.expanduser().absolute())
 
+
 app.add_typer(run.app, name="run")
 app.add_typer(stack.app, name="stack")
 app.add_typer(schemas.app, name="schemas")

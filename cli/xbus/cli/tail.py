@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, KafkaException, Message
 
 from xbus.cli.output import fail
 from xbus.consumers.delivery import message_headers
-from xbus.core.serde import RegistryUnavailable, Undecodable, WriterSchemas, registry_client
+from xbus.core.errors import RegistryUnavailable
+from xbus.core.serde import Undecodable, WriterSchemas, registry_client
 from xbus.core.settings import bus_settings
 from xbus.core.values import to_json
 

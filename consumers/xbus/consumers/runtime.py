@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from xbus.consumers.delivery import Delivery, carries_record, decode, message_headers
 from xbus.consumers.exceptions import DeliveryRefused, TargetUnavailable
+from xbus.core.errors import RegistryUnavailable
 from xbus.core.metrics import (
     CONNECTOR_DEAD_LETTERS,
     CONNECTOR_FAILURES,
@@ -33,7 +34,7 @@ from xbus.core.metrics import (
     EVENTS_DELIVERED,
 )
 from xbus.core.producing import produce
-from xbus.core.serde import RegistryUnavailable, Undecodable, WriterSchemas, registry_client
+from xbus.core.serde import Undecodable, WriterSchemas, registry_client
 from xbus.core.settings import BusSettings
 from xbus.core.topics import (
     delivery_topics_pattern,

@@ -22,7 +22,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from xbus.consumers.delivery import Delivery, decode
 from xbus.consumers.sinks.signing import SIGNATURE_HEADER, verify_webhook
-from xbus.core.serde import RegistryUnavailable, WriterSchemas, registry_client
+from xbus.core.errors import RegistryUnavailable
+from xbus.core.serde import WriterSchemas, registry_client
 from xbus.core.settings import BusSettings
 from xbus.core.topics import delivery_topic, delivery_topics_pattern
 

@@ -13,11 +13,12 @@ import copy
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from xbus.core.errors import CatalogError
 
@@ -32,6 +33,31 @@ class Op(StrEnum):
     UPDATE = "UPDATE"
     DELETE = "DELETE"
     SNAPSHOT = "SNAPSHOT"
+
+
+Record = dict[str, Any]
+"""A dataset record (or a subscriber's view of one): field name to Python value."""
+
+
+class Source(TypedDict):
+    """Where an event was published from."""
+
+    system: str
+    origin: str
+    trace_id: str | None
+
+
+class ChangeEvent(TypedDict):
+    """A change event as the envelope schema decodes it and as the encoder takes it."""
+
+    event_id: str
+    department: str
+    dataset: str
+    op: str
+    ts_ms: int
+    before: Record | None
+    after: Record | None
+    source: Source
 
 
 @lru_cache(maxsize=8)
@@ -67,7 +93,7 @@ def record_full_name(record_schema: dict[str, Any]) -> str:
     return name if "." in name else f"{namespace}.{name}"
 
 
-def with_union_branches(event: dict[str, Any], record_name: str) -> dict[str, Any]:
+def with_union_branches(event: Mapping[str, Any], record_name: str) -> dict[str, Any]:
     """The event with ``before`` and ``after`` marked as the record branch of their unions,
     so the encoder writes them without trying each branch (several times faster)."""
     before, after = event["before"], event["after"]
@@ -123,7 +149,7 @@ def change_event(
     trace_id: str | None = None,
     ts_ms: int | None = None,
     event_id: str | None = None,
-) -> dict[str, Any]:
+) -> ChangeEvent:
     """A change event; ``event_id`` defaults to a fresh uuid and ``ts_ms`` to now."""
     return {
         "event_id": event_id or str(uuid.uuid4()),

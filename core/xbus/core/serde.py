@@ -16,7 +16,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from xbus.core.errors import XbusError
+from xbus.core.errors import RegistryUnavailable, SerializationError
 from xbus.core.settings import BusSettings
 
 
@@ -73,18 +73,9 @@ def registered_schema_id(
     return int(found.schema_id)
 
 
-class RegistryUnavailable(XbusError):
-    """The schema registry did not answer; the events in hand are processed again later."""
-
-    retriable = True
-
-
-class Undecodable(Exception):
-    """A source record that is not a change event this bus can read."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
+class Undecodable(SerializationError):
+    """A source record that is not a change event this bus can read (it goes to the dead
+    letters with its ``reason``)."""
 
 
 class EventDecoder(Protocol):

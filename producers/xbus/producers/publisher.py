@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from xbus.core.catalog import Catalog, Dataset
-from xbus.core.envelope import Op, change_event, record_full_name, with_union_branches
+from xbus.core.envelope import ChangeEvent, Op, change_event, record_full_name, with_union_branches
 from xbus.core.errors import CatalogError
 from xbus.core.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, PUBLISH_LATENCY
 from xbus.core.producing import produce
@@ -189,7 +189,7 @@ class Publisher:
 
     def _event(
         self, writer: _DatasetWriter, spec: EventSpec, path: str = ""
-    ) -> tuple[dict[str, Any], list[FieldError]]:
+    ) -> tuple[ChangeEvent, list[FieldError]]:
         errors = _op_errors(spec.op, spec.before, spec.after)
         before = after = None
         if spec.before is not None:
@@ -214,9 +214,11 @@ class Publisher:
 
     # -- producing -------------------------------------------------------------------------
 
-    def _produce(self, writer: _DatasetWriter, event: dict[str, Any]) -> Future[Receipt]:
+    def _produce(self, writer: _DatasetWriter, event: ChangeEvent) -> Future[Receipt]:
         dataset = writer.dataset
         record = event["after"] if event["after"] is not None else event["before"]
+        # _event refused an event without the record its op needs.
+        assert record is not None
         key = dataset.key_of(record).encode()
         value = writer.encoder.encode(with_union_branches(event, writer.record_name))
         future: Future[Receipt] = Future()
@@ -283,10 +285,10 @@ class Publisher:
 
     def check_batch(
         self, dataset: str, specs: Iterable[EventSpec]
-    ) -> tuple[list[dict[str, Any]], dict[int, list[FieldError]]]:
+    ) -> tuple[list[ChangeEvent], dict[int, list[FieldError]]]:
         """The events of a batch and the errors of each bad record, by index; produces nothing."""
         writer = self._writer(dataset)
-        events: list[dict[str, Any]] = []
+        events: list[ChangeEvent] = []
         errors: dict[int, list[FieldError]] = {}
         for index, spec in enumerate(specs):
             event, found = self._event(writer, spec)
@@ -296,7 +298,7 @@ class Publisher:
         return events, errors
 
     def produce_checked(
-        self, dataset: str, events: Iterable[dict[str, Any]]
+        self, dataset: str, events: Iterable[ChangeEvent]
     ) -> list[Future[Receipt]]:
         """Queue events that ``check_batch`` found valid."""
         writer = self._writer(dataset)

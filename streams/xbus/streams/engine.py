@@ -36,7 +36,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from xbus.core.admin import ensure_topics
 from xbus.core.catalog import Catalog
 from xbus.core.envelope import record_full_name, with_union_branches
-from xbus.core.errors import XbusError
+from xbus.core.errors import RegistryUnavailable, XbusError
 from xbus.core.metrics import (
     DEAD_LETTERS,
     ENGINE_LATENCY,
@@ -49,7 +49,6 @@ from xbus.core.metrics import (
 from xbus.core.producing import produce
 from xbus.core.serde import (
     EventDecoder,
-    RegistryUnavailable,
     Undecodable,
     WireEncoder,
     WriterSchemas,

@@ -23,7 +23,8 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from xbus.consumers.delivery import Delivery, carries_record, decode
 from xbus.consumers.sse.ids import Positions, ResumeIds
-from xbus.core.serde import RegistryUnavailable, Undecodable, WriterSchemas
+from xbus.core.errors import RegistryUnavailable
+from xbus.core.serde import Undecodable, WriterSchemas
 from xbus.core.settings import BusSettings
 from xbus.core.topics import delivery_topic, delivery_topics_pattern, parse_delivery_topic
 from xbus.core.values import to_json
