@@ -20,7 +20,6 @@ variable.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -32,6 +31,7 @@ from xbus.consumers.sinks.file import FileSink
 from xbus.consumers.sinks.postgres import PostgresSink
 from xbus.consumers.sinks.webhook import WebhookSink
 from xbus.core.errors import ConfigurationError
+from xbus.core.settings import secret_from_env
 from xbus.core.topics import delivery_topic
 from xbus.core.yaml_files import FileProblem, read_yaml_targets
 
@@ -50,7 +50,9 @@ def read_secret(secret_file: Path | None, secret_env: str | None) -> bytes:
         except OSError as exc:
             raise ConfigurationError(f"cannot read the secret file {secret_file}: {exc}") from exc
     elif secret_env is not None:
-        value = os.environ.get(secret_env, "").encode()
+        value = (
+            secret_from_env(secret_env, "a webhook's signing secret").get_secret_value().encode()
+        )
     else:
         raise ConfigurationError("a webhook needs secret_file or secret_env")
     if not value:
@@ -91,10 +93,7 @@ class PostgresDelivery(_Strict):
 
     def dsn(self) -> str:
         """The DSN, read now from its variable."""
-        value = os.environ.get(self.dsn_env, "")
-        if not value:
-            raise ConfigurationError(f"${self.dsn_env} (the database's DSN) is not set")
-        return value
+        return secret_from_env(self.dsn_env, "the database's DSN").get_secret_value()
 
 
 class FileDelivery(_Strict):

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from xbus.core.errors import ConfigurationError
+
 HOME_ENV = "XBUS_HOME"
 
 
@@ -39,12 +41,33 @@ class BusSettings(BaseSettings):
     grants_dir: Path = Path("grants")
     deliveries_dir: Path = Path("deliveries")
     metrics_host: str = "127.0.0.1"
+    # The secret of keyed pseudonyms and hashes: the value, or a file that holds it.
+    pseudonym_key: SecretStr | None = None
+    pseudonym_key_file: Path | None = None
 
     @field_validator("schemas_dir", "grants_dir", "deliveries_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         # Fixed where the settings are read, so a process started elsewhere finds the same.
         return path.expanduser().absolute()
+
+    def pseudonym_secret(self) -> bytes:
+        """The secret of keyed pseudonyms: ``XBUS_PSEUDONYM_KEY``, else the contents of
+        ``XBUS_PSEUDONYM_KEY_FILE``; at least 16 characters, or ``ConfigurationError``."""
+        key = self.pseudonym_key.get_secret_value() if self.pseudonym_key else ""
+        if not key and self.pseudonym_key_file is not None:
+            try:
+                key = self.pseudonym_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read the pseudonym key file {self.pseudonym_key_file}: {exc}"
+                ) from exc
+        if len(key) < 16:
+            raise ConfigurationError(
+                "keyed pseudonyms need a secret of at least 16 characters in "
+                "XBUS_PSEUDONYM_KEY or in a file named by XBUS_PSEUDONYM_KEY_FILE"
+            )
+        return key.encode()
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """The librdkafka configuration for a client of this cluster, with ``overrides`` on top."""
@@ -62,9 +85,15 @@ class BusSettings(BaseSettings):
         return config
 
     def producer_config(self, **overrides: Any) -> dict[str, Any]:
-        """A durable producer: idempotent, acks from all in-sync replicas, batched on purpose."""
+        """A durable producer: idempotent, acks from all in-sync replicas, batched on purpose,
+        and keys partitioned as Kafka's Java client does (murmur2), so a record's key lands
+        on the same partition whoever writes it."""
         return self.kafka_config(
             **{
+                # librdkafka's default (consistent_random, CRC32) sends a key elsewhere than
+                # Java writers (Kafka Connect, Debezium, Kafka Streams) would, which breaks
+                # the order per key. murmur2_random is Java's choice, null keys spread alike.
+                "partitioner": "murmur2_random",
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
@@ -88,6 +117,16 @@ class BusSettings(BaseSettings):
     def registry_config(self) -> dict[str, Any]:
         """The configuration of a confluent-kafka ``SchemaRegistryClient``."""
         return {"url": self.schema_registry_url}
+
+
+def secret_from_env(variable: str, what: str) -> SecretStr:
+    """The secret held by the environment variable a person named in a file (a webhook's
+    ``secret_env``, a database's ``dsn_env``); ``ConfigurationError`` if it is unset or
+    empty. Kept as ``SecretStr`` so that it never shows in a log or a repr."""
+    value = os.environ.get(variable, "")
+    if not value:
+        raise ConfigurationError(f"${variable} ({what}) is not set or empty")
+    return SecretStr(value)
 
 
 @lru_cache(maxsize=1)

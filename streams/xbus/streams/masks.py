@@ -8,18 +8,13 @@ import datetime as dt
 import decimal
 import hashlib
 import hmac
-import os
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from xbus.core.errors import ConfigurationError
-
-PSEUDONYM_KEY_ENV = "XBUS_PSEUDONYM_KEY"
-PSEUDONYM_KEY_FILE_ENV = "XBUS_PSEUDONYM_KEY_FILE"
+from xbus.core.settings import BusSettings
 
 # How a field's Avro type is told apart, ignoring null in an optional field.
 STRING, INT, LONG, FLOAT, DOUBLE, DECIMAL, DATE, TIMESTAMP = (
@@ -221,21 +216,9 @@ def _text(value: Any) -> str:
 
 
 def pseudonym_key() -> bytes:
-    """The secret of keyed pseudonyms, from ``XBUS_PSEUDONYM_KEY`` or the file named by
-    ``XBUS_PSEUDONYM_KEY_FILE``."""
-    key = os.environ.get(PSEUDONYM_KEY_ENV)
-    if not key and os.environ.get(PSEUDONYM_KEY_FILE_ENV):
-        path = Path(os.environ[PSEUDONYM_KEY_FILE_ENV])
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read the pseudonym key file {path}: {exc}") from exc
-    if not key or len(key) < 16:
-        raise ConfigurationError(
-            f"keyed pseudonyms need a secret of at least 16 characters in {PSEUDONYM_KEY_ENV} "
-            f"or in a file named by {PSEUDONYM_KEY_FILE_ENV}"
-        )
-    return key.encode()
+    """The secret of keyed pseudonyms, read from the settings now (grants are compiled
+    rarely; a test or a rotation sees the current value)."""
+    return BusSettings().pseudonym_secret()
 
 
 def kind_of(field_type: Any) -> str:
