@@ -17,7 +17,7 @@ from xbus.core.settings import bus_settings
 
 if TYPE_CHECKING:
     from xbus.consumers.delivery import Delivery
-    from xbus.consumers.runtime import Sink
+    from xbus.consumers.sinks.base import Sink
 
 app = typer.Typer(help="Run one component of the bus in the foreground.", no_args_is_help=True)
 

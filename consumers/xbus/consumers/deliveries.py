@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from xbus.consumers.runtime import Sink
+from xbus.consumers.sinks.base import Sink
 from xbus.consumers.sinks.file import FileSink
 from xbus.consumers.sinks.postgres import PostgresSink
 from xbus.consumers.sinks.webhook import WebhookSink

@@ -17,12 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from xbus.consumers.delivery import Delivery, carries_record, decode, message_headers
 from xbus.consumers.exceptions import DeliveryRefused, TargetUnavailable
+from xbus.consumers.sinks.base import Position, Sink
+from xbus.core import headers
 from xbus.core.errors import RegistryUnavailable
 from xbus.core.metrics import (
     CONNECTOR_DEAD_LETTERS,
@@ -33,7 +34,7 @@ from xbus.core.metrics import (
     END_TO_END_LATENCY,
     EVENTS_DELIVERED,
 )
-from xbus.core.producing import produce
+from xbus.core.producing import Record, produce_and_confirm
 from xbus.core.serde import Undecodable, WriterSchemas, registry_client
 from xbus.core.settings import BusSettings
 from xbus.core.topics import (
@@ -43,28 +44,6 @@ from xbus.core.topics import (
 )
 
 log = logging.getLogger(__name__)
-
-Position = tuple[str, int]
-
-
-class Sink(Protocol):
-    """Where a connector delivers; ``connector`` names it in metrics and consumer groups."""
-
-    connector: str
-
-    def deliver(self, batch: list[Delivery]) -> list[tuple[Delivery, DeliveryRefused]]:
-        """Deliver the batch in order; return what the target refused for good; raise
-        ``TargetUnavailable`` (saying how many were done) if it cannot take the rest now."""
-        ...
-
-    def positions(self, partitions: list[Position]) -> dict[Position, int]:
-        """The next offset to read of each partition, for sinks that keep their own position
-        with the data (PostgreSQL); an empty dict lets Kafka's committed offsets decide."""
-        ...
-
-    def close(self) -> None:
-        """Release the target's resources."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -156,7 +135,6 @@ class Connector:
             )
         )
         self._dead_letters = Producer(settings.producer_config(**{"linger.ms": 0}))
-        self._dlq_failures: list[str] = []
         self._paused = False
         self._revoked = False
         self._next: dict[Position, int] = {}
@@ -310,58 +288,42 @@ class Connector:
 
     def _dead_letter(self, letters: list[DeadLetter]) -> None:
         """Write each letter to its subscriber's dead-letter topic and wait for Kafka's
-        acknowledgement."""
+        acknowledgement; raise ``Unacknowledged`` rather than commit past a record Kafka did
+        not take."""
         if not letters:
             return
+        records = []
         for letter in letters:
-            topic, partition, offset, reason, detail = (
+            subscriber, _ = parse_delivery_topic(letter.topic)
+            CONNECTOR_DEAD_LETTERS.labels(subscriber, self.sink.connector, letter.reason).inc()
+            log.warning(
+                "dead letter: %s[%s]@%s for %s: %s (%s)",
                 letter.topic,
                 letter.partition,
                 letter.offset,
+                subscriber,
                 letter.reason,
                 letter.detail,
             )
-            subscriber, _ = parse_delivery_topic(topic)
-            CONNECTOR_DEAD_LETTERS.labels(subscriber, self.sink.connector, reason).inc()
-            log.warning(
-                "dead letter: %s[%s]@%s for %s: %s (%s)",
-                topic,
-                partition,
-                offset,
-                subscriber,
-                reason,
-                detail,
-            )
-            produce(
-                self._dead_letters,
-                subscriber_dead_letter_topic(subscriber),
-                letter.value,
-                letter.key,
-                headers=[
-                    *letter.headers,
-                    ("xbus-dlq-reason", reason.encode()),
-                    ("xbus-dlq-error", detail.encode()[:1000]),
-                    ("xbus-dlq-connector", self.sink.connector.encode()),
-                    ("xbus-dlq-topic", topic.encode()),
-                    ("xbus-dlq-partition", str(partition).encode()),
-                    ("xbus-dlq-offset", str(offset).encode()),
-                ],
-                on_delivery=self._on_dead_letter,
-            )
-        remaining = self._dead_letters.flush(60)
-        failures, self._dlq_failures = self._dlq_failures, []
-        if remaining or failures:
-            # Committing past a record Kafka did not take would lose it: stop instead.
-            raise KafkaException(
-                KafkaError(
-                    KafkaError._FAIL,
-                    f"dead letters not acknowledged ({remaining} pending, {failures[:3]})",
+            records.append(
+                Record(
+                    subscriber_dead_letter_topic(subscriber),
+                    letter.value,
+                    letter.key,
+                    [
+                        *letter.headers,
+                        (headers.DLQ_REASON, letter.reason.encode()),
+                        (headers.DLQ_ERROR, letter.detail.encode()[: headers.DLQ_ERROR_LIMIT]),
+                        (headers.DLQ_CONNECTOR, self.sink.connector.encode()),
+                        (headers.DLQ_TOPIC, letter.topic.encode()),
+                        (headers.DLQ_PARTITION, str(letter.partition).encode()),
+                        (headers.DLQ_OFFSET, str(letter.offset).encode()),
+                    ],
                 )
             )
-
-    def _on_dead_letter(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._dlq_failures.append(f"{msg.topic()}: {err.str()}")
+        produce_and_confirm(
+            self._dead_letters, records, timeout=60, what=f"{len(records)} dead letter(s)"
+        )
 
     # -- assignment and lag ----------------------------------------------------------------------
 

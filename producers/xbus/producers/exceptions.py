@@ -3,6 +3,7 @@ trying again later can help (``retriable``)."""
 
 from __future__ import annotations
 
+from xbus.core import errors
 from xbus.core.errors import XbusError
 from xbus.core.validation import FieldError
 
@@ -59,8 +60,9 @@ class SchemaNotRegistered(PublishError):
     reason = "schema_not_registered"
 
 
-class RegistryUnavailable(PublishError):
-    """The schema registry did not answer."""
+class RegistryUnavailable(PublishError, errors.RegistryUnavailable):
+    """The schema registry did not answer: a ``PublishError`` to the SDK's callers, and the
+    core's ``RegistryUnavailable`` to code that handles it alike for every component."""
 
     reason = "registry_unavailable"
     retriable = True

@@ -297,9 +297,7 @@ class Publisher:
                 errors[index] = found
         return events, errors
 
-    def produce_checked(
-        self, dataset: str, events: Iterable[ChangeEvent]
-    ) -> list[Future[Receipt]]:
+    def produce_checked(self, dataset: str, events: Iterable[ChangeEvent]) -> list[Future[Receipt]]:
         """Queue events that ``check_batch`` found valid."""
         writer = self._writer(dataset)
         return [self._produce(writer, event) for event in events]

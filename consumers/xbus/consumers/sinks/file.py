@@ -18,7 +18,7 @@ from typing import IO
 
 from xbus.consumers.delivery import Delivery
 from xbus.consumers.exceptions import DeliveryRefused, TargetUnavailable
-from xbus.consumers.runtime import Position
+from xbus.consumers.sinks.base import Position, Sink
 from xbus.core.values import to_json
 
 
@@ -30,7 +30,7 @@ class _OpenFile:
     size: int
 
 
-class FileSink:
+class FileSink(Sink):
     """Writes each delivery as one JSON line: the decoded subscriber view, as the engine
     wrote it (event_id, op, ts_ms, before, after, ...)."""
 

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from xbus.consumers.delivery import Delivery
 from xbus.consumers.exceptions import DeliveryRefused, TargetUnavailable
-from xbus.consumers.runtime import Position
+from xbus.consumers.sinks.base import Position, Sink
 from xbus.consumers.sinks.postgres_columns import Column, columns_of
 from xbus.core.envelope import Op
 from xbus.core.errors import ConfigurationError
@@ -51,7 +51,7 @@ class _Statements:
     columns: list[Column]
 
 
-class PostgresSink:
+class PostgresSink(Sink):
     """Applies deliveries to tables in ``db_schema`` of the database at ``dsn``."""
 
     connector = "postgres"

@@ -19,7 +19,7 @@ import httpx
 
 from xbus.consumers.delivery import Delivery
 from xbus.consumers.exceptions import DeliveryRefused, TargetUnavailable
-from xbus.consumers.runtime import Position
+from xbus.consumers.sinks.base import Position, Sink
 from xbus.consumers.sinks.signing import SIGNATURE_HEADER, sign
 from xbus.core.values import to_json
 
@@ -39,7 +39,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class WebhookSink:
+class WebhookSink(Sink):
     """Delivers to one URL with one signing secret; ``batch_size`` 1 sends one event per
     request, more sends ``{"events": [...]}`` of up to that many."""
 
