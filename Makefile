@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
+MYPY_PACKAGES := -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumers -p xbus.deploy -p xbus.cli
 
 .PHONY: install run test unit lint bench down clean
 
@@ -26,9 +27,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/xbus stack up
 
-# A throw-away broker, registry and PostgreSQL on free ports, the whole suite against them,
-# then stop.
+# Lint and strict typing first (seconds); then a throw-away broker, registry and PostgreSQL
+# on free ports, the whole suite against them (the layering and wheel checks included), then
+# stop.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy $(MYPY_PACKAGES)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Publishing throughput of the SDK next to raw confluent-kafka (docs/publishing.md), and the
@@ -46,7 +50,9 @@ unit: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumers -p xbus.deploy -p xbus.cli
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(MYPY_PACKAGES)
+	$(BIN)/lint-imports
 
 # Stop what a killed `make run` left behind.
 down: install
