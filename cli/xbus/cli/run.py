@@ -50,7 +50,7 @@ def engine(
     starts again in place (same process id) to subscribe to it."""
     import faust
 
-    from xbus.streams.engine import build_app
+    from xbus.streams.worker import build_app
 
     restart = threading.Event()
 
@@ -216,8 +216,12 @@ def file_connector(
 @app.command()
 def deliveries(
     targets: Annotated[
-        list[Path], typer.Argument(help="Delivery files, or folders of them (*.yaml).")
-    ],
+        list[Path] | None,
+        typer.Argument(
+            help="Delivery files, or folders of them (*.yaml); default $XBUS_DELIVERIES_DIR, "
+            "else deliveries/ in the current directory."
+        ),
+    ] = None,
     check: Annotated[bool, typer.Option(help="Only check the files, then exit.")] = False,
     batch_size: BatchSize = 500,
     metrics_port: MetricsPort = 9106,
@@ -229,7 +233,7 @@ def deliveries(
     from xbus.consumers.runtime import Connector
     from xbus.core.errors import XbusError
 
-    found, problems = load_deliveries(targets)
+    found, problems = load_deliveries(targets or [bus_settings().deliveries_dir])
     for p in problems:
         problem("invalid", p)
     if problems:
@@ -301,7 +305,7 @@ def gateway(
     """The ingest gateway: change events over HTTP (OpenAPI at /docs, metrics at /metrics)."""
     import uvicorn
 
-    from xbus.producers.gateway import build_gateway
+    from xbus.producers.gateway.app import build_gateway
 
     uvicorn.run(build_gateway(bus_settings()), host=host, port=port, log_level="warning")
 
