@@ -20,6 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, TypedDict
 
+from xbus.core.avro_names import defined_name
 from xbus.core.errors import CatalogError
 
 RECORD_PLACEHOLDER = "xbus.DatasetRecord"
@@ -88,9 +89,7 @@ def record_of(envelope: dict[str, Any]) -> dict[str, Any]:
 
 def record_full_name(record_schema: dict[str, Any]) -> str:
     """The full name of a record schema (its namespace and name)."""
-    name: str = record_schema["name"]
-    namespace = record_schema.get("namespace", "xbus")
-    return name if "." in name else f"{namespace}.{name}"
+    return defined_name(record_schema, "xbus")
 
 
 def with_union_branches(event: Mapping[str, Any], record_name: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from xbus.core.avro_names import defined_name, full_name, namespace_of
 from xbus.core.identifiers import FORMATS
 
 Errors = list["FieldError"]
@@ -86,20 +87,13 @@ class SchemaCompiler:
 
     # -- named types ---------------------------------------------------------------------
 
-    def _full_name(self, schema: dict[str, Any], namespace: str) -> str:
-        name: str = schema["name"]
-        if "." in name:
-            return name
-        space = schema.get("namespace", namespace)
-        return f"{space}.{name}" if space else name
-
     def _named_type(self, schema: dict[str, Any], namespace: str, conform: Conform) -> Conform:
-        self._named[self._full_name(schema, namespace)] = conform
+        self._named[defined_name(schema, namespace)] = conform
         self._named.setdefault(schema["name"], conform)
         return conform
 
     def _reference(self, name: str, namespace: str) -> Conform:
-        full = name if "." in name else f"{namespace}.{name}" if namespace else name
+        full = full_name(name, namespace)
         named = self._named
         if full not in named and name not in named:
             raise ValueError(f"unknown Avro type {name!r}")
@@ -110,8 +104,7 @@ class SchemaCompiler:
         return conform
 
     def _record(self, schema: dict[str, Any], namespace: str) -> Conform:
-        full = self._full_name(schema, namespace)
-        inner_space = full.rsplit(".", 1)[0] if "." in full else ""
+        inner_space = namespace_of(defined_name(schema, namespace))
         fields: list[tuple[str, Conform, bool, Any]] = []
         slot: list[Conform] = []
 

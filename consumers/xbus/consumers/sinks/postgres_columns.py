@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from xbus.core.avro_names import NamedTypes
 from xbus.core.errors import ConfigurationError
 from xbus.core.values import to_json
 
@@ -50,7 +51,7 @@ def _as_json(value: Any) -> Any:
     return None if value is None else Jsonb(value, dumps=to_json)
 
 
-def _column_type(avro: Any, named: dict[str, Any]) -> tuple[str, Callable[[Any], Any]]:
+def _column_type(avro: Any, named: NamedTypes) -> tuple[str, Callable[[Any], Any]]:
     if isinstance(avro, list):
         branches = [b for b in avro if b != "null"]
         if len(branches) == 1:
@@ -59,8 +60,9 @@ def _column_type(avro: Any, named: dict[str, Any]) -> tuple[str, Callable[[Any],
     if isinstance(avro, str):
         if avro in _PRIMITIVES:
             return _PRIMITIVES[avro], _same
-        if avro in named:
-            return _column_type(named[avro], named)
+        found = named.lookup(avro)
+        if found is not None:
+            return _column_type(found, named)
         raise ConfigurationError(f"the view schema refers to an unknown type {avro!r}")
     logical = avro.get("logicalType")
     if logical == "decimal":
@@ -88,8 +90,7 @@ def columns_of(view_schema: dict[str, Any]) -> list[Column]:
     """One column per field of the view's record, in order; nested records, arrays, maps and
     unions of several types become jsonb."""
     record = view_record(view_schema)
-    named: dict[str, Any] = {}
-    _collect_names(view_schema, named)
+    named = NamedTypes(view_schema)
     columns = []
     for field in record["fields"]:
         name = field["name"]
@@ -101,21 +102,3 @@ def columns_of(view_schema: dict[str, Any]) -> list[Column]:
         sql_type, adapt = _column_type(field["type"], named)
         columns.append(Column(name, sql_type, adapt))
     return columns
-
-
-def _collect_names(node: Any, named: dict[str, Any], namespace: str = "") -> None:
-    if isinstance(node, list):
-        for item in node:
-            _collect_names(item, named, namespace)
-    elif isinstance(node, dict):
-        kind = node.get("type")
-        if kind in ("record", "enum", "fixed") and "name" in node:
-            space = node.get("namespace", namespace)
-            name = node["name"]
-            full = name if "." in name else (f"{space}.{name}" if space else name)
-            named[full] = node
-            named[name] = node
-            namespace = full.rsplit(".", 1)[0] if "." in full else space
-        for value in node.values():
-            if isinstance(value, dict | list):
-                _collect_names(value, named, namespace)
