@@ -14,7 +14,8 @@ from tests.support.grant_helpers import compile_grant, load_grant
 from xbus.core.catalog import Catalog
 from xbus.core.envelope import Op, change_event
 from xbus.producers.demodata import DemoData
-from xbus.streams.grant_files import explain, load_grants
+from xbus.streams.explanation import explain
+from xbus.streams.grant_files import load_grants
 from xbus.streams.masks import District, Hash, Pseudonym, Round, ShowFirst, ShowLast, Year
 
 CATALOG = Catalog.load(ROOT / "schemas")
@@ -41,7 +42,7 @@ def _problems(tmp_path: Path, body: str, header: str = HEADER) -> list[str]:
 def test_the_demo_grants_are_valid() -> None:
     loaded, problems = load_grants([ROOT / "grants"], CATALOG)
     assert problems == []
-    assert len(loaded) == 5
+    assert len(loaded) == 7
 
 
 def test_unknown_field_mask_and_misfit_masks_are_reported_by_line(tmp_path: Path) -> None:
@@ -146,11 +147,11 @@ def test_two_grants_of_one_subscriber_on_one_dataset_are_refused(tmp_path: Path)
 
 
 def test_masks() -> None:
-    assert ShowLast(type="show_last", n=4).function()("330106199001011234") == "*" * 14 + "1234"
+    assert ShowLast(type="show_last", n=4).function()("310115199001011234") == "*" * 14 + "1234"
     assert ShowFirst(type="show_first", n=1).function()("张三丰") == "张**"
     cut = District(type="district").function()
-    assert cut("浙江省杭州市西湖区文三路90号") == "浙江省杭州市西湖区"
-    assert cut("330106") == "330100"
+    assert cut("上海市浦东新区张杨路500号") == "上海市浦东新区"
+    assert cut("310115") == "310100"
     assert Year(type="year").function()(dt.date(1990, 5, 17)) == 1990
     assert Round(type="round", step=decimal.Decimal(1000)).function()(
         decimal.Decimal("12345.67")
@@ -162,19 +163,19 @@ def test_masks() -> None:
 
 def test_pseudonyms_are_keyed_and_stable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XBUS_PSEUDONYM_KEY", "k" * 32)
-    first = Pseudonym(type="pseudonym").function()("330106199001011234")
-    again = Pseudonym(type="pseudonym").function()("330106199001011234")
+    first = Pseudonym(type="pseudonym").function()("310115199001011234")
+    again = Pseudonym(type="pseudonym").function()("310115199001011234")
     monkeypatch.setenv("XBUS_PSEUDONYM_KEY", "j" * 32)
-    other_key = Pseudonym(type="pseudonym").function()("330106199001011234")
+    other_key = Pseudonym(type="pseudonym").function()("310115199001011234")
     assert first == again != other_key
-    assert "330106" not in first
+    assert "310115" not in first
 
 
 def test_explain_says_what_the_subscriber_receives_and_why(monkeypatch: pytest.MonkeyPatch) -> None:
     grant = compile_grant(
         load_grant(ROOT / "grants/one_stop_centre/business_licence.yaml"), CATALOG
     )
-    licence = {**DemoData(seed=5).business_licence(), "district_code": "330106"}
+    licence = {**DemoData(seed=5).business_licence(), "district_code": "310115"}
     event = change_event(
         department="market_regulation",
         dataset="business_licence",
@@ -183,13 +184,24 @@ def test_explain_says_what_the_subscriber_receives_and_why(monkeypatch: pytest.M
         system="t",
     )
     answer = explain(grant, event, NOW, None)
-    assert answer["decision"] == "delivered"
-    assert answer["fields"]["legal_representative_id"] == "masked: show_last"
-    assert answer["fields"]["registered_capital"] == "withheld: not granted"
-    assert answer["received"]["after"]["legal_representative_id"].endswith(
+    assert answer.decision.outcome == "delivered"
+    assert answer.fields["legal_representative_id"] == "masked: show_last"
+    assert answer.fields["registered_capital"] == "withheld: not granted"
+    assert answer.decision.view is not None and answer.decision.view["after"] is not None
+    assert answer.decision.view["after"]["legal_representative_id"].endswith(
         licence["legal_representative_id"][-4:]
     )
-    elsewhere = {**event, "after": {**licence, "district_code": "330108"}}
-    assert explain(grant, elsewhere, NOW, None)["decision"].startswith("filtered")
+    elsewhere = change_event(
+        department="market_regulation",
+        dataset="business_licence",
+        op=Op.CREATE,
+        after={**licence, "district_code": "310104"},
+        system="t",
+    )
+    assert explain(grant, elsewhere, NOW, None).decision == (
+        "filtered",
+        "row filter is false",
+        None,
+    )
     later = dt.datetime(2028, 6, 1, tzinfo=dt.UTC)
-    assert explain(grant, event, later, None)["decision"] == "expired"
+    assert explain(grant, event, later, None).decision.outcome == "expired"

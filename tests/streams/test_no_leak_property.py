@@ -17,8 +17,8 @@ from xbus.core.catalog import Catalog
 from xbus.core.envelope import Op, change_event
 from xbus.core.validation import RecordValidator
 from xbus.producers.demodata import DemoData
-from xbus.streams.engine import PolicyEngine, ViewEncoders
 from xbus.streams.grants import Grant
+from xbus.streams.routing import Router, ViewEncoders
 from xbus.streams.state import PolicySnapshot
 
 CATALOG = Catalog.load(ROOT / "schemas")
@@ -121,11 +121,11 @@ def test_nothing_withheld_masked_or_filtered_reaches_the_subscriber(
         before=record if op is not Op.CREATE else None,
         system="t",
     )
-    engine = PolicyEngine(
+    router = Router(
         lambda: PolicySnapshot({DATASET.topic: (grant,)}, {}), _Given(event), ViewEncoders(None)
     )
 
-    routing = engine.route(DATASET.topic, 0, 0, b"k", b"ignored", NOW)
+    routing = router.route(DATASET.topic, 0, 0, b"k", b"ignored", NOW)
 
     filtered_out = use_filter and not row_allowed
     assert len(routing.deliveries) == (0 if filtered_out else 1)

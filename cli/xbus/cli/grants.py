@@ -12,10 +12,12 @@ import typer
 from rich.table import Table
 
 from xbus.cli.output import console, fail, load_catalog, problem
+from xbus.core.envelope import change_event
 from xbus.core.errors import XbusError
 from xbus.core.settings import bus_settings
-from xbus.producers.jsonevents import loads
-from xbus.streams.grant_files import apply_grants, explain, explain_json, load_grants, revoke_grant
+from xbus.producers.jsonevents import loads, spec_from_json
+from xbus.streams.explanation import as_decoded, explain, explain_json
+from xbus.streams.grant_files import apply_grants, load_grants, revoke_grant
 from xbus.streams.policy import CompiledGrant, check_and_compile
 from xbus.streams.state import current_grants, set_reference_table
 
@@ -53,7 +55,11 @@ def apply(targets: Targets) -> None:
 @app.command()
 def revoke(grant: Annotated[str, typer.Argument(help="The grant's id.")]) -> None:
     """Revoke a grant: delivery under it stops without a restart."""
-    if not revoke_grant(bus_settings(), grant):
+    try:
+        revoked = revoke_grant(bus_settings(), grant)
+    except XbusError as exc:
+        raise fail(exc) from None
+    if not revoked:
         raise fail(f"no grant {grant} is in force")
     console.print(f"{grant}: revoked")
 
@@ -62,7 +68,11 @@ def revoke(grant: Annotated[str, typer.Argument(help="The grant's id.")]) -> Non
 def list_grants() -> None:
     """The grants in force, with their versions and validity."""
     table = Table("grant", "version", "subscriber", "dataset", "valid until", "purpose")
-    for grant_id, (g, version) in sorted(current_grants(bus_settings()).items()):
+    try:
+        stored = current_grants(bus_settings())
+    except XbusError as exc:
+        raise fail(exc) from None
+    for grant_id, (g, version) in sorted(stored.items()):
         table.add_row(
             grant_id,
             str(version),
@@ -85,7 +95,8 @@ def explain_command(
     ] = None,
 ) -> None:
     """Show what the grant's subscriber would receive of an example event, and which rule
-    decided each field."""
+    decided each field: the engine's own decision on the event as the engine would decode
+    it."""
     catalog = load_catalog()
     loaded, problems = load_grants([grant_file], catalog)
     if problems:
@@ -94,17 +105,48 @@ def explain_command(
     assert isinstance(compiled, CompiledGrant)
     from xbus.core.validation import RecordValidator
 
-    event = loads(event_file.read_text(encoding="utf-8"))
-    validator = RecordValidator(compiled.dataset.schema)
-    for side in ("before", "after"):
-        if event.get(side) is not None:
-            record, errors = validator.conform(event[side], side)
+    dataset = compiled.dataset
+    given = loads(event_file.read_text(encoding="utf-8"))
+    if isinstance(given, dict):  # as `xbus publish` takes it, or as `xbus tail` shows it
+        given.setdefault("op", "CREATE")
+        given.pop("source", None)
+        for name, expected in (("department", dataset.department), ("dataset", dataset.name)):
+            found = given.pop(name, expected)
+            if found != expected:
+                raise fail(f"{event_file}: {name} is {found!r}; the grant is on {expected!r}")
+    spec, errors = spec_from_json(given)
+    if spec is None:
+        raise fail(f"{event_file}: " + "; ".join(str(e) for e in errors))
+    validator = RecordValidator(dataset.schema)
+    records = {"before": spec.before, "after": spec.after}
+    for side, given_record in records.items():
+        if given_record is not None:
+            record, errors = validator.conform(given_record, side)
             if errors:
-                raise fail("; ".join(str(e) for e in errors))
-            event[side] = record
-    event.setdefault("op", "CREATE")
-    now = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
-    console.print(explain_json(explain(compiled, event, now)))
+                raise fail(f"{event_file}: " + "; ".join(str(e) for e in errors))
+            records[side] = record
+    event = change_event(
+        department=dataset.department,
+        dataset=dataset.name,
+        op=spec.op,
+        before=records["before"],
+        after=records["after"],
+        system="xbus grants explain",
+        trace_id=spec.trace_id,
+        ts_ms=spec.ts_ms,
+        event_id=spec.event_id,
+    )
+    try:
+        now = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
+    except ValueError:
+        raise fail(f"--at {at}: not an ISO 8601 date and time") from None
+    if now.tzinfo is None:
+        raise fail(f"--at {at}: give a UTC offset, e.g. 2026-11-30T10:00:00+08:00")
+    try:
+        decoded = as_decoded(event, dataset)
+    except XbusError as exc:
+        raise fail(exc) from None
+    console.print(explain_json(explain(compiled, decoded, now)))
 
 
 @reference.command("set")

@@ -2,8 +2,9 @@
 it into the subscriber's view schema and a function from a change event to what the
 subscriber receives.
 
-Default deny: only the fields a grant names leave, and a grant that is not in force, does
-not cover the operation or whose row filter does not hold lets nothing through.
+Default deny: only the fields a grant names leave. Whether a grant lets an event through at
+all is ``xbus.streams.decision``'s to say; this module gives it the compiled row filter and
+the transformation, which raises ``GrantFailed`` where a derived field or a mask fails.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import cel
 
 from xbus.core.avro_names import PRIMITIVES, NamedTypes, full_name
 from xbus.core.catalog import Catalog, Dataset
-from xbus.core.envelope import envelope_schema
-from xbus.core.errors import CatalogError
+from xbus.core.envelope import Record, envelope_schema
+from xbus.core.errors import CatalogError, XbusError
 from xbus.core.topics import delivery_topic
+from xbus.streams.exceptions import GrantFailed
 from xbus.streams.grants import FieldRule, Grant
 from xbus.streams.masks import Nullify, base_type, kind_of
 
@@ -32,6 +34,16 @@ Step = Callable[[dict[str, Any], dict[str, Any]], None]
 RECORD_VARIABLES = {"record", "op", "now"}
 EVENT_VARIABLES = {"op", "before", "after", "ts_ms", "department", "dataset", "source"}
 _POSITION = re.compile(r"<input>:(\d+):(\d+)")
+_QUOTED = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
+
+
+class ReferenceTables(Protocol):
+    """Where lookups find their values: the reference tables in force."""
+
+    def get(self, table: str, key: str) -> str | None: ...
+
+
+Transform = Callable[[Record | None, str, dt.datetime, ReferenceTables | None], Record | None]
 
 
 def cel_value(value: Any) -> Any:
@@ -69,6 +81,85 @@ def compile_cel(source: str, allowed: set[str], where: str) -> tuple[Any, str | 
             f"expression here may use {', '.join(sorted(allowed))}"
         )
     return program, None
+
+
+def cel_type(value: Any) -> str:
+    """The CEL name of a value's type (never the value itself)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dt.datetime):
+        return "timestamp"
+    if isinstance(value, dt.timedelta):
+        return "duration"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "map"
+    return "bytes" if isinstance(value, bytes) else type(value).__name__
+
+
+def _named(name: object, source: str) -> str | None:
+    """``name`` if the expression itself spells it (so saying it reveals nothing of a
+    record), else None."""
+    if isinstance(name, str) and re.search(rf"\b{re.escape(name)}\b", source):
+        return name
+    return None
+
+
+def cel_failure(exc: Exception, source: str) -> str:
+    """Why evaluating the CEL expression ``source`` raised ``exc``, in words that never carry
+    the record's values: CEL's own messages may (``overflow in 'add' on 123 and 4``), and the
+    reason goes to the audit trail. Names are kept where the expression spells them."""
+    text = str(exc)
+    if isinstance(exc, ZeroDivisionError):
+        return "division by zero"
+    if isinstance(exc, OverflowError):
+        return "arithmetic overflow"
+    if isinstance(exc, IndexError):
+        return "index out of range"
+    if isinstance(exc, KeyError):
+        name = _named(exc.args[0] if exc.args else None, source)
+        return f"no field or key {name!r}" if name else "no such field or key"
+    if isinstance(exc, TypeError):
+        if text.startswith("Unsupported operation: "):  # names the operand types only
+            return text.split(".", 1)[0].lower()
+        return "no such overload: the operation is not defined for these operand types"
+    if isinstance(exc, RuntimeError):
+        found = _QUOTED.search(text)
+        name = _named(found.group(1), source) if found else None
+        if text.startswith("Function "):
+            return f"function {name}() failed" if name else "a function failed"
+        if text.startswith("Undefined variable or function"):
+            return f"undefined variable or function {name!r}" if name else "undefined name"
+    return type(exc).__name__
+
+
+def failure_text(exc: Exception) -> str:
+    """Why a step other than CEL raised ``exc``, without the record's values: the bus's own
+    errors say what to do; for anything else, what kind of error it was."""
+    if isinstance(exc, XbusError):
+        return str(exc)
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
+        return f"the record has no field {exc.args[0]!r}"  # a schema's name, not a value
+    return type(exc).__name__
+
+
+# What a derived field's value may be, by its declared type: what its Avro type takes.
+_DERIVED_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "int": lambda v: type(v) is int and -(2**31) <= v < 2**31,
+    "long": lambda v: type(v) is int and -(2**63) <= v < 2**63,
+    "double": lambda v: type(v) in (float, int),
+    "boolean": lambda v: type(v) is bool,
+}
 
 
 def _qualified(t: Any, names: NamedTypes, namespace: str, emitted: set[str]) -> Any:
@@ -219,9 +310,19 @@ class _Builder:
         if isinstance(mask, Nullify):
             return "null", lambda src, dst: dst.__setitem__(out_name, None)
 
+        mask_type = mask.type
+
         def apply(src: dict[str, Any], dst: dict[str, Any]) -> None:
             value = src[name]
-            dst[out_name] = None if value is None else fn(value)
+            if value is None:
+                dst[out_name] = None
+                return
+            try:
+                dst[out_name] = fn(value)
+            except Exception as exc:
+                raise GrantFailed(
+                    f"mask {mask_type} on {path} failed: {failure_text(exc)}"
+                ) from exc
 
         return result, apply
 
@@ -285,7 +386,7 @@ class CompiledGrant:
     view_record: dict[str, Any]
     view_schema: dict[str, Any]
     rows: Any
-    transform: Callable[[dict[str, Any] | None, str, dt.datetime, Any], dict[str, Any] | None]
+    transform: Transform
     masks: tuple[str, ...]
 
     @property
@@ -347,7 +448,7 @@ def check_and_compile(
         rows, error = compile_cel(grant.rows, EVENT_VARIABLES, "rows")
         if error:
             problems.append((("rows",), error))
-    derived: list[tuple[str, Any]] = []
+    derived: list[tuple[str, Any, str, str, Callable[[Any], bool]]] = []
     out_names = {f["name"] for f in fields}
     for name, rule in grant.derive.items():
         program, error = compile_cel(rule.cel, RECORD_VARIABLES, f"derive.{name}")
@@ -358,7 +459,7 @@ def check_and_compile(
                 (("derive", name), f"derive.{name}: the view already has a field {name!r}")
             )
         out_names.add(name)
-        derived.append((name, program))
+        derived.append((name, program, rule.cel, rule.type, _DERIVED_TYPES[rule.type]))
         fields.append(
             {
                 "name": name,
@@ -404,20 +505,31 @@ def check_and_compile(
     lookups = [(name, lookup.table, lookup.key.split(".")) for name, lookup in grant.lookup.items()]
 
     def transform(
-        record: dict[str, Any] | None, op: str, now: dt.datetime, tables: Any
-    ) -> dict[str, Any] | None:
+        record: Record | None, op: str, now: dt.datetime, tables: ReferenceTables | None
+    ) -> Record | None:
+        """The view of ``record``; raises ``GrantFailed`` where a mask or a derived field
+        fails."""
         if record is None:
             return None
-        out: dict[str, Any] = {}
+        out: Record = {}
         for step in steps:
             step(record, out)
         if derived:
+            # One context per record, shared by every derived field.
             context = cel.Context({"record": cel_value(record), "op": op, "now": now})
-            for name, program in derived:
+            for name, program, source, declared, accepts in derived:
                 try:
-                    out[name] = program.execute(context)
-                except (KeyError, TypeError, ValueError):
-                    out[name] = None
+                    result = program.execute(context)
+                except Exception as exc:  # CEL raises builtin errors of many kinds
+                    raise GrantFailed(f"derive.{name} failed: {cel_failure(exc, source)}") from exc
+                if result is not None and not accepts(result):
+                    kind = cel_type(result)
+                    raise GrantFailed(
+                        f"derive.{name} gave an int out of the range of {declared}"
+                        if kind == "int" and declared in ("int", "long")
+                        else f"derive.{name} gave a value of type {kind}, not {declared}"
+                    )
+                out[name] = result
         for name, table, key_path in lookups:
             value: Any = record
             for part in key_path:

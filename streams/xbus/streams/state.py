@@ -1,16 +1,13 @@
 """The policy state every engine worker keeps: the grants in force and the reference
 tables, read from their compacted topics and followed while the bus runs, so that a grant
-applied, changed or revoked takes effect without a restart.
-
-``_xbus.grants``: key = grant id, value = ``{"grant": {...}, "version": n}`` (JSON), a
-tombstone revokes. ``_xbus.reference.<table>``: key = code, value = the JSON string it maps
-to, a tombstone removes it.
+applied, changed or revoked takes effect without a restart. Also the grants topic read once
+to its end, and a reference table written. What their records hold:
+``xbus.streams.policy_records``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 import threading
@@ -23,12 +20,13 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from xbus.core.admin import ensure_topics
 from xbus.core.catalog import Catalog
-from xbus.core.errors import XbusError
+from xbus.core.errors import SerializationError
 from xbus.core.metrics import GRANT_EXPIRY, GRANT_VERSION, GRANTS_IN_FORCE
+from xbus.core.producing import Record, produce_and_confirm
 from xbus.core.settings import BusSettings
 from xbus.core.topics import GRANTS_TOPIC, REFERENCE_PREFIX
-from xbus.streams.grants import Grant
 from xbus.streams.policy import CompiledGrant, check_and_compile
+from xbus.streams.policy_records import StoredGrant, decode_entry, decode_grant, entry_value
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +47,6 @@ class PolicySnapshot:
         return [g for grants in self.grants.values() for g in grants]
 
 
-def grant_value(grant: Grant, version: int) -> bytes:
-    """How a grant is stored on the grants topic."""
-    return json.dumps(
-        {"grant": grant.model_dump(mode="json", exclude_defaults=True), "version": version},
-        ensure_ascii=False,
-    ).encode()
-
-
-def decode_grant(value: bytes) -> tuple[Grant, int]:
-    """A grant and its version, from the grants topic."""
-    stored = json.loads(value)
-    return Grant.model_validate(stored["grant"]), int(stored["version"])
-
-
 class PolicyState:
     """Follows the grants and reference-table topics in a background thread."""
 
@@ -79,7 +63,7 @@ class PolicyState:
             )
         )
         self._consumer.subscribe([GRANTS_TOPIC, "^" + re.escape(REFERENCE_PREFIX) + ".*"])
-        self._stored: dict[str, tuple[Grant, int]] = {}
+        self._stored: dict[str, StoredGrant] = {}
         self._tables: dict[str, dict[str, str]] = {}
         self._snapshot = PolicySnapshot({}, {})
         self._stop = threading.Event()
@@ -130,27 +114,29 @@ class PolicyState:
                 log.warning("policy state: %s", error)
             return False
         topic, key, value = message.topic() or "", (message.key() or b"").decode(), message.value()
-        if topic == GRANTS_TOPIC:
-            if value is None:
-                self._stored.pop(key, None)
-            else:
-                try:
+        try:
+            if topic == GRANTS_TOPIC:
+                if value is None:
+                    self._stored.pop(key, None)
+                else:
                     self._stored[key] = decode_grant(value)
-                except (ValueError, KeyError) as exc:
-                    log.error(
-                        "grant %s at offset %s cannot be read and is ignored: %s",
-                        key,
-                        message.offset(),
-                        exc,
-                    )
-                    return False
+                return True
+            table = self._tables.setdefault(topic.removeprefix(REFERENCE_PREFIX), {})
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = decode_entry(value)
             return True
-        table = self._tables.setdefault(topic.removeprefix(REFERENCE_PREFIX), {})
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = str(json.loads(value))
-        return True
+        except SerializationError as exc:
+            log.error(
+                "%s[%s]@%s, key %s, cannot be read and is ignored: %s",
+                topic,
+                message.partition(),
+                message.offset(),
+                key,
+                exc,
+            )
+            return False
 
     def _rebuild(self) -> None:
         by_topic: dict[str, list[CompiledGrant]] = {}
@@ -197,8 +183,9 @@ def _publish_metrics(snapshot: PolicySnapshot) -> None:
             GRANT_EXPIRY.labels(*labels).set_function(_seconds_until(until))
 
 
-def current_grants(settings: BusSettings, timeout: float = 30.0) -> dict[str, tuple[Grant, int]]:
-    """The grants stored on the grants topic now, by id (read to its end)."""
+def current_grants(settings: BusSettings, timeout: float = 30.0) -> dict[str, StoredGrant]:
+    """The grants stored on the grants topic now, by id (read to its end). Raises
+    ``SerializationError`` naming the record if one cannot be read."""
     consumer = Consumer(
         settings.kafka_config(
             **{
@@ -209,7 +196,7 @@ def current_grants(settings: BusSettings, timeout: float = 30.0) -> dict[str, tu
             }
         )
     )
-    found: dict[str, tuple[Grant, int]] = {}
+    found: dict[str, StoredGrant] = {}
     try:
         metadata = consumer.list_topics(GRANTS_TOPIC, timeout=timeout).topics.get(GRANTS_TOPIC)
         if metadata is None or metadata.error is not None:
@@ -233,7 +220,14 @@ def current_grants(settings: BusSettings, timeout: float = 30.0) -> dict[str, tu
             if value is None:
                 found.pop(key, None)
             else:
-                found[key] = decode_grant(value)
+                try:
+                    found[key] = decode_grant(value)
+                except SerializationError as exc:
+                    raise SerializationError(
+                        exc.reason,
+                        f"{GRANTS_TOPIC}[{partition}]@{message.offset()}, grant {key}: {exc}; "
+                        f"apply the grant again to store a readable version",
+                    ) from exc
             if (message.offset() or 0) + 1 >= ends[partition]:
                 pending.discard(partition)
     finally:
@@ -242,13 +236,13 @@ def current_grants(settings: BusSettings, timeout: float = 30.0) -> dict[str, tu
 
 
 def set_reference_table(settings: BusSettings, table: str, entries: Mapping[str, Any]) -> None:
-    """Put ``entries`` (code: value) of a reference table in force."""
+    """Put ``entries`` (code: value) of a reference table in force; raises ``Unacknowledged``
+    if Kafka did not take them all."""
     topic = f"{REFERENCE_PREFIX}{table}"
     ensure_topics(settings, {topic: 1}, config={topic: {"cleanup.policy": "compact"}})
-    producer = Producer(settings.producer_config())
-    for code, value in entries.items():
-        producer.produce(
-            topic, key=str(code).encode(), value=json.dumps(str(value), ensure_ascii=False).encode()
-        )
-    if producer.flush(30):
-        raise XbusError(f"Kafka did not acknowledge the entries of {table} within 30s")
+    produce_and_confirm(
+        Producer(settings.producer_config()),
+        (Record(topic, entry_value(value), str(code).encode()) for code, value in entries.items()),
+        timeout=30,
+        what=f"the entries of reference table {table}",
+    )

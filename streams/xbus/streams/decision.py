@@ -1,0 +1,106 @@
+"""The grant decision: what one grant lets through of one change event at one moment.
+
+``decide`` is the one place it is made; the engine's routing and ``xbus grants explain``
+both call it, so what the office is shown is what the engine does. In order:
+
+- ``denied``: not yet valid (before ``valid_from``);
+- ``expired``: at or after ``valid_until``;
+- ``denied``: the event's operation is not granted;
+- ``filtered``: the row filter is false;
+- ``failed``: the row filter raised or gave something other than true or false, or a
+  derived field or a mask failed on the record;
+- ``delivered``: with the view, the envelope whose ``before`` and ``after`` are the records
+  as the grant transforms them.
+
+A reason never carries the record's values: it goes to the audit trail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal, NamedTuple
+
+import cel
+
+from xbus.core.envelope import ChangeEvent
+from xbus.streams.exceptions import GrantFailed
+from xbus.streams.policy import (
+    CompiledGrant,
+    ReferenceTables,
+    cel_failure,
+    cel_type,
+    cel_value,
+    failure_text,
+)
+
+Outcome = Literal["delivered", "filtered", "denied", "expired", "failed"]
+
+
+class Decision(NamedTuple):
+    """What a grant lets through of one event, and why; ``view`` is what the subscriber
+    receives, only when ``delivered``."""
+
+    outcome: Outcome
+    reason: str
+    view: ChangeEvent | None = None
+
+
+NOT_YET_VALID = Decision("denied", "not yet valid")
+ROW_FILTER_FALSE = Decision("filtered", "row filter is false")
+
+
+class CelEvent:
+    """An event as row filters read it: converted to CEL values on first use, then shared by
+    every grant judged on the same event (the conversion costs more than a filter)."""
+
+    __slots__ = ("_context", "_event")
+
+    def __init__(self, event: ChangeEvent) -> None:
+        self._event = event
+        self._context: cel.Context | None = None
+
+    def context(self) -> cel.Context:
+        """The CEL context of the event's variables (``op``, ``before``, ``after``...)."""
+        if self._context is None:
+            self._context = cel.Context(cel_value(self._event))
+        return self._context
+
+
+def decide(
+    grant: CompiledGrant,
+    event: ChangeEvent,
+    now: dt.datetime,
+    tables: ReferenceTables | None = None,
+    cel_event: CelEvent | None = None,
+) -> Decision:
+    """What ``grant`` lets through of ``event`` at ``now``, looking up in ``tables``. Pass
+    ``cel_event`` to share one CEL conversion of the event among several grants. Never
+    raises for a record's sake: what fails on it is the outcome ``failed``."""
+    g = grant.grant
+    if now < g.valid_from:
+        return NOT_YET_VALID
+    if g.valid_until is not None and now >= g.valid_until:
+        return Decision("expired", f"expired at {g.valid_until.isoformat()}")
+    op = event["op"]
+    if op not in g.operations:
+        return Decision("denied", f"operation {op} not granted")
+    if grant.rows is not None:
+        context = (cel_event or CelEvent(event)).context()
+        try:
+            verdict = grant.rows.execute(context)
+        except Exception as exc:  # CEL raises builtin errors of many kinds
+            return Decision("failed", f"row filter failed: {cel_failure(exc, g.rows or '')}")
+        if verdict is not True:
+            if verdict is False:
+                return ROW_FILTER_FALSE
+            return Decision("failed", f"row filter gave a {cel_type(verdict)}, not a bool")
+    try:
+        before = grant.transform(event["before"], op, now, tables)
+        after = grant.transform(event["after"], op, now, tables)
+    except GrantFailed as exc:
+        return Decision("failed", str(exc))
+    except Exception as exc:  # a record that does not fit the dataset, say
+        return Decision("failed", f"transform failed: {failure_text(exc)}")
+    view = event.copy()
+    view["before"], view["after"] = before, after
+    return Decision("delivered", "", view)

@@ -1,0 +1,262 @@
+"""Routing: what one source record leads to, without Kafka in the way.
+
+The record is decoded once (its writer schema fetched by id and parsed once); each grant on
+its dataset is judged by ``decide``; what a grant delivers is encoded with the grant's view
+schema and addressed to ``deliver.<subscriber>.<dataset>``, keyed as the source, with
+headers naming the event, the grant and version, and the source coordinates. Every decision
+goes into one audit record; what cannot be decoded, and every ``failed`` decision, becomes a
+dead letter with its reason and the original bytes. ``xbus.streams.worker`` writes it all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from xbus.core import headers
+from xbus.core.envelope import ChangeEvent, record_full_name, with_union_branches
+from xbus.core.errors import RegistryUnavailable, SerializationError
+from xbus.core.metrics import DEAD_LETTERS, EVENTS_DENIED, EVENTS_FILTERED, MASKS_APPLIED
+from xbus.core.serde import EventDecoder, WireEncoder
+from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, value_subject
+from xbus.streams.decision import CelEvent, Decision, decide
+from xbus.streams.exceptions import GrantFailed
+from xbus.streams.policy import CompiledGrant, failure_text
+from xbus.streams.state import PolicySnapshot
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One write the engine makes for a source record."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass
+class Routing:
+    """Everything one source record leads to."""
+
+    deliveries: list[tuple[CompiledGrant, Output]] = field(default_factory=list)
+    audit: list[Output] = field(default_factory=list)
+    dead_letters: list[Output] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[Output]:
+        return [o for _, o in self.deliveries] + self.dead_letters + self.audit
+
+
+class ViewEncoders:
+    """The encoder of each grant version's view schema, registered under the subscriber
+    topic's subject on first use (with no registry, schema id 0: for tests and explain)."""
+
+    def __init__(self, registry: SchemaRegistryClient | None) -> None:
+        self._registry = registry
+        self._encoders: dict[tuple[str, int], tuple[WireEncoder, str]] = {}
+
+    def __call__(self, grant: CompiledGrant) -> tuple[WireEncoder, str]:
+        """The grant's encoder and the full name of its view record."""
+        key = (grant.grant.grant, grant.version)
+        found = self._encoders.get(key)
+        if found is None:
+            schema_id = 0
+            if self._registry is not None:
+                subject = value_subject(grant.topic)
+                try:
+                    schema_id = self._registry.register_schema(
+                        subject, Schema(json.dumps(grant.view_schema), "AVRO")
+                    )
+                except SchemaRegistryError as exc:
+                    if exc.http_status_code is not None and 400 <= exc.http_status_code < 500:
+                        raise GrantFailed(f"the registry refused the view schema: {exc}") from exc
+                    raise RegistryUnavailable(f"registering {subject}: {exc}") from exc
+                except Exception as exc:  # refused connection, timeout
+                    raise RegistryUnavailable(f"registering {subject}: {exc}") from exc
+            found = (WireEncoder(schema_id, grant.view_schema), record_full_name(grant.view_record))
+            self._encoders[key] = found
+        return found
+
+
+def read_event(decoder: EventDecoder, value: bytes | None) -> ChangeEvent:
+    """The change event a source record's value holds, as grants are judged on it: decoded
+    (``ts_ms`` a datetime, as row filters take it) with its id turned into text once, not by
+    every view's encoding. Raises ``SerializationError`` if it does not decode, ``KeyError``
+    or ``TypeError`` if it is not a change event."""
+    event = cast(ChangeEvent, decoder.decode(value))
+    event["event_id"] = str(event["event_id"])  # a UUID as decoded
+    return event
+
+
+def written(
+    grant: CompiledGrant, decision: Decision, encoders: ViewEncoders
+) -> tuple[Decision, bytes | None]:
+    """``decision`` as the engine writes it, with the delivered view's bytes in the Confluent
+    wire format; a view that does not encode, or whose schema the registry refuses, makes it
+    ``failed``. Raises ``RegistryUnavailable`` if the registry does not answer."""
+    if decision.view is None:
+        return decision, None
+    try:
+        encoder, record_name = encoders(grant)
+        return decision, encoder.encode(with_union_branches(decision.view, record_name))
+    except GrantFailed as exc:
+        return Decision("failed", str(exc)), None
+    except RegistryUnavailable:
+        raise
+    except Exception as exc:
+        return Decision("failed", f"the view does not encode: {failure_text(exc)}"), None
+
+
+@functools.cache
+def metric_child(metric: Any, *labels: str) -> Any:
+    """A metric's child for these labels, looked up once (``labels()`` takes a lock)."""
+    return metric.labels(*labels)
+
+
+def _header(value: object) -> bytes:
+    return str(value).encode()
+
+
+def _audit_entry(grant: CompiledGrant, decision: Decision) -> dict[str, Any]:
+    g = grant.grant
+    return {
+        "subscriber": g.subscriber,
+        "grant": g.grant,
+        "version": grant.version,
+        "decision": decision.outcome,
+        "reason": decision.reason,
+        "masks": list(grant.masks) if decision.outcome == "delivered" else [],
+    }
+
+
+class Router:
+    """Decides, for each source record and each grant on its dataset, what leaves."""
+
+    def __init__(
+        self,
+        policy: Callable[[], PolicySnapshot],
+        decoder: EventDecoder,
+        encoders: ViewEncoders,
+    ) -> None:
+        self._policy = policy
+        self._decoder = decoder
+        self._encoders = encoders
+
+    def route(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        now: dt.datetime | None = None,
+    ) -> Routing:
+        """What one source record leads to. Raises only ``RegistryUnavailable``: then the
+        record is to be routed again later."""
+        now = now or dt.datetime.now(dt.UTC)
+        routing = Routing()
+        source: Headers = [
+            (headers.SOURCE_TOPIC, _header(topic)),
+            (headers.SOURCE_PARTITION, _header(partition)),
+            (headers.SOURCE_OFFSET, _header(offset)),
+        ]
+        try:
+            event = read_event(self._decoder, value)
+            event_id, op = event["event_id"], event["op"]
+            department, dataset = event["department"], event["dataset"]
+        except SerializationError as exc:
+            routing.dead_letters.append(self._dead_letter(key, value, exc.reason, str(exc), source))
+            return routing
+        except (KeyError, TypeError) as exc:  # a record of some other schema
+            detail = f"not a change event: {failure_text(exc)}"
+            routing.dead_letters.append(
+                self._dead_letter(key, value, "not_a_change_event", detail, source)
+            )
+            return routing
+        snapshot = self._policy()
+        grants = snapshot.grants.get(topic, ())
+        cel_event = CelEvent(event)
+        decisions: list[dict[str, Any]] = []
+        for grant in grants:
+            g = grant.grant
+            labels = (g.subscriber, grant.dataset.name)
+            decision, encoded = written(
+                grant, decide(grant, event, now, snapshot, cel_event), self._encoders
+            )
+            outcome = decision.outcome
+            if encoded is not None:
+                output = Output(
+                    grant.topic,
+                    key,
+                    encoded,
+                    [
+                        (headers.EVENT_ID, _header(event_id)),
+                        (headers.GRANT_ID, _header(g.grant)),
+                        (headers.GRANT_VERSION, _header(grant.version)),
+                        *source,
+                    ],
+                )
+                routing.deliveries.append((grant, output))
+                for mask in grant.masks:
+                    metric_child(MASKS_APPLIED, *labels, mask.split(":", 1)[1]).inc()
+            elif outcome == "failed":
+                routing.dead_letters.append(
+                    self._dead_letter(
+                        key,
+                        value,
+                        GrantFailed.reason,
+                        f"grant {g.grant} v{grant.version}: {decision.reason}",
+                        [*source, (headers.GRANT_ID, _header(g.grant))],
+                    )
+                )
+            elif outcome == "filtered":
+                metric_child(EVENTS_FILTERED, *labels).inc()
+            elif outcome != "delivered":  # denied or expired
+                label = outcome if outcome == "expired" else decision.reason
+                metric_child(EVENTS_DENIED, *labels, label).inc()
+            decisions.append(_audit_entry(grant, decision))
+        if decisions:
+            routing.audit.append(
+                Output(
+                    AUDIT_TOPIC,
+                    event_id.encode(),
+                    orjson.dumps(
+                        {
+                            "event_id": event_id,
+                            "department": department,
+                            "dataset": dataset,
+                            "op": op,
+                            "source": {"topic": topic, "partition": partition, "offset": offset},
+                            "at": now.isoformat(),
+                            "decisions": decisions,
+                        }
+                    ),
+                )
+            )
+        return routing
+
+    def _dead_letter(
+        self, key: bytes | None, value: bytes | None, reason: str, detail: str, source: Headers
+    ) -> Output:
+        metric_child(DEAD_LETTERS, reason).inc()
+        return Output(
+            DEAD_LETTER_TOPIC,
+            key,
+            value,
+            [
+                (headers.DLQ_REASON, _header(reason)),
+                (headers.DLQ_ERROR, _header(detail)[: headers.DLQ_ERROR_LIMIT]),
+                *source,
+            ],
+        )
