@@ -17,15 +17,15 @@ def test_published_credit_codes_validate(code: str) -> None:
 
 
 def test_a_changed_character_breaks_the_credit_code() -> None:
-    code = credit_code("330106", 12345678)
+    code = credit_code("310115", 12345678)
     assert is_valid_credit_code(code)
     wrong = code[:10] + ("1" if code[10] != "1" else "2") + code[11:]
     assert not is_valid_credit_code(wrong)
 
 
 def test_resident_ids_carry_birth_date_and_check_digit() -> None:
-    number = resident_id("330106", dt.date(1990, 5, 17), 42)
-    assert number.startswith("33010619900517042")
+    number = resident_id("310115", dt.date(1990, 5, 17), 42)
+    assert number.startswith("31011519900517042")
     assert is_valid_resident_id(number)
     assert is_valid_resident_id("11010519491231002X")
     assert not is_valid_resident_id("110105194912310021")

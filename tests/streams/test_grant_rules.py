@@ -71,13 +71,13 @@ lookup:
         ),
     ]
     apply_grants(bus.settings, Catalog.load(bus.settings.schemas_dir), grants)
-    set_reference_table(bus.settings, table, {"330106": "西湖区"})
+    set_reference_table(bus.settings, table, {"310115": "浦东新区"})
     licence = {
         **DemoData(seed=51).business_licence(),
-        "district_code": "330106",
+        "district_code": "310115",
         "registered_capital": decimal.Decimal("1234567.89"),
         "contact_phone": "13912345678",
-        "address": "浙江省杭州市西湖区文三路90号",
+        "address": "上海市浦东新区张杨路500号",
     }
     with engine(bus, tmp_path, f"masks-{tag}", port=metrics_port()):
         with Publisher("market_regulation", system="rules-test", settings=bus.settings) as p:
@@ -96,11 +96,11 @@ lookup:
     assert "legal_representative_id" not in after and len(after["person_key"]) == 32
     assert after["registered_capital"] == decimal.Decimal("1200000.00")
     assert after["established_on"] == licence["established_on"].year
-    assert after["address"] == "浙江省杭州市西湖区"
+    assert after["address"] == "上海市浦东新区"
     assert after["contact_phone"] == "*******5678"
     assert after["business_scope"] is None
     assert after["capital_band"] == "large"
-    assert after["district_name"] == "西湖区"
+    assert after["district_name"] == "浦东新区"
     assert (
         plain_got[event_id][1]["after"]["legal_representative_id"]
         == (licence["legal_representative_id"])

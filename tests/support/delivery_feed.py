@@ -51,12 +51,12 @@ def licence_view(subscriber: str) -> dict[str, Any]:
 def licence(n: int, version: int = 0) -> dict[str, Any]:
     """Record ``n`` of the feed in its ``version``-th state."""
     return {
-        "credit_code": f"91330100MA{n:08d}",
-        "name": f"杭州测试{n}号有限公司",
+        "credit_code": f"91310115MA{n:08d}",
+        "name": f"上海测试{n}号有限公司",
         "registered_capital": decimal.Decimal(f"{100000 + n}.{version % 100:02d}"),
         "issued_on": dt.date(2024, 1, 1) + dt.timedelta(days=n % 365),
         "employees": None if n % 3 == 0 else n % 500 + version,
-        "district": None if n % 5 == 0 else "西湖区",
+        "district": None if n % 5 == 0 else "浦东新区",
     }
 
 

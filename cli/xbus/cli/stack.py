@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +34,17 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-DEMO_SUBSCRIBERS = ("tax_bureau", "social_security", "one_stop_centre", "open_data", "district_cdc")
+# The demo's subscribers and what each receives under its grant in grants/. The story is
+# Shanghai's one-stop enterprise start-up (一网通办, 企业开办): the market regulation bureau
+# issues a business licence, and within a second each office gets what its step needs.
+DEMO_SUBSCRIBERS: dict[str, str] = {
+    "public_security": "the company seal's details (公章刻制), ID number in full",
+    "tax_bureau": "what opening the tax account needs (税务登记)",
+    "social_security": "the employer registration (社保登记)",
+    "one_stop_centre": "Pudong's licences only, ID number masked to its last 4",
+    "open_data": "public fields of licences and of 12345 hotline requests",
+    "district_cdc": "vaccinations, with identities pseudonymised",
+}
 
 ENGINE_METRICS = 9102
 CONNECTOR_METRICS = 9103
@@ -101,6 +112,157 @@ def _demo_stream_token(data_dir: Path) -> str:
     return kept.read_text().strip()
 
 
+@dataclass
+class _DemoRun:
+    """What the running demo shows: the department's and the subscribers' logs, followed,
+    and the live stream's token."""
+
+    follower: _Follower
+    sse_token: str
+
+
+def _start_infrastructure(stack: LocalStack) -> None:
+    """Kafka, the schema registry and PostgreSQL, answering; a fault ends the command."""
+    console.print("starting Kafka, the schema registry and PostgreSQL...")
+    try:
+        stack.start()
+    except LauncherError as error:
+        raise fail(error) from None
+
+
+def _provision(stack: LocalStack, demo: bool) -> None:
+    """Register the dataset schemas; for the demo, also put its grants in force and load
+    the districts table."""
+    settings = BusSettings(
+        bootstrap_servers=stack.bootstrap_servers, schema_registry_url=stack.registry_url
+    )
+    catalog = Catalog.load(settings.schemas_dir)
+    registered = register_catalog(catalog, registry_client(settings))
+    console.print(
+        f"{len(registered)} dataset schemas registered "
+        f"({sum(r.changed for r in registered)} new or changed)"
+    )
+    if demo:
+        for applied in apply_grants(settings, catalog, [settings.grants_dir]):
+            console.print(
+                f"grant {applied.grant} v{applied.version} "
+                f"{'applied' if applied.changed else 'in force'}"
+            )
+        set_reference_table(settings, "districts", DISTRICTS)
+
+
+def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
+    """The engine, the file and PostgreSQL connectors, the gateway, the live stream and the
+    demo department, each in its own session; the demo's and the file connector's logs
+    are followed from here on."""
+    stack.start_component(
+        "engine", ["run", "engine", "--metrics-port", str(ENGINE_METRICS)], "engine.log"
+    )
+    connector = stack.start_component(
+        "file connector",
+        [
+            "run",
+            "connector",
+            "file",
+            *(a for s in DEMO_SUBSCRIBERS for a in ("--subscriber", s)),
+            "--dir",
+            str(stack.data_dir / "out"),
+            "--metrics-port",
+            str(CONNECTOR_METRICS),
+        ],
+        "connector-file.log",
+    )
+    stack.start_component(
+        "postgres connector",
+        [
+            "run",
+            "connector",
+            "postgres",
+            "--subscriber",
+            TABLE_SUBSCRIBER,
+            "--metrics-port",
+            str(POSTGRES_CONNECTOR_METRICS),
+        ],
+        "connector-postgres.log",
+    )
+    stack.start_component("gateway", ["run", "gateway", "--port", str(GATEWAY_PORT)], "gateway.log")
+    sse_token = _demo_stream_token(stack.data_dir)
+    stack.start_component(
+        "sse",
+        [
+            "run",
+            "sse",
+            "--port",
+            str(SSE_PORT),
+            "--tokens-file",
+            str(stack.data_dir / "sse-tokens.toml"),
+            "--metrics-port",
+            str(SSE_METRICS),
+        ],
+        "sse.log",
+    )
+    publisher = stack.start_component(
+        "demo",
+        ["run", "demo", "--rate", str(rate), "--metrics-port", str(DEMO_METRICS)],
+        "demo.log",
+    )
+    follower = _Follower()
+    follower.add("department", publisher, "cyan")
+    follower.add("subscriber", connector, "green")
+    return _DemoRun(follower, sse_token)
+
+
+def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
+    """Where to look: the stack's addresses and, with the demo, its components, where
+    deliveries land, and who receives what."""
+    lines = [
+        "[bold]xbus is up[/bold]",
+        f"Kafka broker     {stack.bootstrap_servers}",
+        f"schema registry  {stack.registry_url}",
+        f"PostgreSQL       {stack.postgres_dsn}",
+    ]
+    if demo is not None:
+        lines += [
+            f"engine metrics   http://127.0.0.1:{ENGINE_METRICS}/metrics",
+            f"connector        http://127.0.0.1:{CONNECTOR_METRICS}/metrics",
+            f"demo publisher   http://127.0.0.1:{DEMO_METRICS}/metrics",
+            f"ingest gateway   http://127.0.0.1:{GATEWAY_PORT}/docs (keys: xbus gateway new-key)",
+            f"delivered files  {stack.data_dir / 'out'}/<subscriber>/",
+            f"delivered tables {TABLE_SUBSCRIBER}.* (psql <PostgreSQL above>)",
+            f"live stream      http://127.0.0.1:{SSE_PORT}/v1/stream "
+            f"({STREAM_SUBSCRIBER}; docs/sse.md)",
+            f"  its token      {demo.sse_token}",
+            "[bold]the story[/bold]        market_regulation issues business licences (企业开办);",
+            "                 within a second each subscriber receives, under grants/:",
+            *(f"[green]{name:<17}[/green]{text}" for name, text in DEMO_SUBSCRIBERS.items()),
+        ]
+    lines += [f"logs             {stack.data_dir}", "Ctrl-C stops everything."]
+    return Panel.fit("\n".join(lines))
+
+
+def _watch(stack: LocalStack, stop: threading.Event, demo: _DemoRun | None) -> None:
+    """Until ``stop`` is set: print what the department publishes and the subscribers
+    receive, the delivered totals every 10 s, and stop if a component dies."""
+    last_report = time.monotonic()
+    while not stop.wait(0.5):
+        if demo is not None:
+            demo.follower.poll()
+        for process in stack.components:
+            if not process.running:
+                console.print(
+                    f"[red]{process.name} stopped unexpectedly[/red]; last lines "
+                    f"of {process.log_file}:\n{escape(process.log_tail())}"
+                )
+                stop.set()
+        if demo is not None and time.monotonic() - last_report > 10:
+            last_report = time.monotonic()
+            console.print(
+                f"[bold]xbus_events_delivered_total[/bold] engine="
+                f"{_delivered_total(ENGINE_METRICS):.0f} connector="
+                f"{_delivered_total(CONNECTOR_METRICS):.0f}"
+            )
+
+
 @app.command()
 def up(
     demo: Annotated[
@@ -113,132 +275,12 @@ def up(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    console.print("starting Kafka, the schema registry and PostgreSQL...")
+    _start_infrastructure(stack)
     try:
-        stack.start()
-    except LauncherError as error:
-        raise fail(error) from None
-    try:
-        follower = _Follower()
-        settings = BusSettings(
-            bootstrap_servers=stack.bootstrap_servers, schema_registry_url=stack.registry_url
-        )
-        catalog = Catalog.load(settings.schemas_dir)
-        registered = register_catalog(catalog, registry_client(settings))
-        console.print(
-            f"{len(registered)} dataset schemas registered "
-            f"({sum(r.changed for r in registered)} new or changed)"
-        )
-        if demo:
-            for applied in apply_grants(settings, catalog, [settings.grants_dir]):
-                console.print(
-                    f"grant {applied.grant} v{applied.version} "
-                    f"{'applied' if applied.changed else 'in force'}"
-                )
-            set_reference_table(settings, "districts", DISTRICTS)
-            out_dir = stack.data_dir / "out"
-            stack.start_component(
-                "engine", ["run", "engine", "--metrics-port", str(ENGINE_METRICS)], "engine.log"
-            )
-            connector = stack.start_component(
-                "file connector",
-                [
-                    "run",
-                    "connector",
-                    "file",
-                    *(a for s in DEMO_SUBSCRIBERS for a in ("--subscriber", s)),
-                    "--dir",
-                    str(out_dir),
-                    "--metrics-port",
-                    str(CONNECTOR_METRICS),
-                ],
-                "connector-file.log",
-            )
-            stack.start_component(
-                "postgres connector",
-                [
-                    "run",
-                    "connector",
-                    "postgres",
-                    "--subscriber",
-                    TABLE_SUBSCRIBER,
-                    "--metrics-port",
-                    str(POSTGRES_CONNECTOR_METRICS),
-                ],
-                "connector-postgres.log",
-            )
-            stack.start_component(
-                "gateway", ["run", "gateway", "--port", str(GATEWAY_PORT)], "gateway.log"
-            )
-            sse_token = _demo_stream_token(stack.data_dir)
-            stack.start_component(
-                "sse",
-                [
-                    "run",
-                    "sse",
-                    "--port",
-                    str(SSE_PORT),
-                    "--tokens-file",
-                    str(stack.data_dir / "sse-tokens.toml"),
-                    "--metrics-port",
-                    str(SSE_METRICS),
-                ],
-                "sse.log",
-            )
-            publisher = stack.start_component(
-                "demo",
-                ["run", "demo", "--rate", str(rate), "--metrics-port", str(DEMO_METRICS)],
-                "demo.log",
-            )
-            follower.add("department", publisher, "cyan")
-            follower.add("subscriber", connector, "green")
-        console.print(
-            Panel.fit(
-                "\n".join(
-                    [
-                        "[bold]xbus is up[/bold]",
-                        f"Kafka broker     {stack.bootstrap_servers}",
-                        f"schema registry  {stack.registry_url}",
-                        f"PostgreSQL       {stack.postgres_dsn}",
-                        *(
-                            [
-                                f"engine metrics   http://127.0.0.1:{ENGINE_METRICS}/metrics",
-                                f"connector        http://127.0.0.1:{CONNECTOR_METRICS}/metrics",
-                                f"demo publisher   http://127.0.0.1:{DEMO_METRICS}/metrics",
-                                f"ingest gateway   http://127.0.0.1:{GATEWAY_PORT}/docs "
-                                "(keys: xbus gateway new-key)",
-                                f"delivered files  {stack.data_dir / 'out'}/<subscriber>/",
-                                f"delivered tables {TABLE_SUBSCRIBER}.* (psql <PostgreSQL above>)",
-                                f"live stream      http://127.0.0.1:{SSE_PORT}/v1/stream "
-                                f"({STREAM_SUBSCRIBER}; docs/sse.md)",
-                                f"  its token      {sse_token}",
-                            ]
-                            if demo
-                            else []
-                        ),
-                        f"logs             {stack.data_dir}",
-                        "Ctrl-C stops everything.",
-                    ]
-                )
-            )
-        )
-        last_report = time.monotonic()
-        while not stop.wait(0.5):
-            follower.poll()
-            for process in stack.components:
-                if not process.running:
-                    console.print(
-                        f"[red]{process.name} stopped unexpectedly[/red]; last lines "
-                        f"of {process.log_file}:\n{escape(process.log_tail())}"
-                    )
-                    stop.set()
-            if demo and time.monotonic() - last_report > 10:
-                last_report = time.monotonic()
-                console.print(
-                    f"[bold]xbus_events_delivered_total[/bold] engine="
-                    f"{_delivered_total(ENGINE_METRICS):.0f} connector="
-                    f"{_delivered_total(CONNECTOR_METRICS):.0f}"
-                )
+        _provision(stack, demo)
+        running = _start_components(stack, rate) if demo else None
+        console.print(_panel(stack, running))
+        _watch(stack, stop, running)
     except XbusError as error:
         raise fail(error) from None
     finally:

@@ -24,9 +24,18 @@ def resident_id_check(first17: str) -> str:
     return _ID_CHECK[sum(map(mul, map(int, first17), _ID_WEIGHTS)) % 11]
 
 
+def _division(region: str) -> str:
+    if len(region) != 6 or not region.isdigit():
+        raise ValueError(
+            f"{region!r} is not an administrative division code (six digits, e.g. 310115)"
+        )
+    return region
+
+
 def resident_id(region: str, birth: dt.date, sequence: int) -> str:
-    """A resident identity number for a person born on ``birth`` in ``region`` (6 digits)."""
-    body = f"{region}{birth:%Y%m%d}{sequence % 1000:03d}"
+    """A resident identity number for a person born on ``birth`` and registered in
+    ``region``, a six-digit administrative division code (310115: Pudong, Shanghai)."""
+    body = f"{_division(region)}{birth:%Y%m%d}{sequence % 1000:03d}"
     return body + resident_id_check(body)
 
 
@@ -54,9 +63,9 @@ def credit_code_check(first17: str) -> str:
 
 def credit_code(region: str, serial: int, *, authority: str = "9", kind: str = "1") -> str:
     """A unified social credit code of an enterprise (authority 9 = market regulation,
-    kind 1 = enterprise) registered in ``region``."""
+    kind 1 = enterprise) registered in ``region``, a six-digit administrative division code."""
     org8 = f"{serial % 10**8:08d}"
-    body = f"{authority}{kind}{region}{org8}{organisation_code_check(org8)}"
+    body = f"{authority}{kind}{_division(region)}{org8}{organisation_code_check(org8)}"
     return body + credit_code_check(body)
 
 

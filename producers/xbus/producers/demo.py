@@ -1,6 +1,10 @@
-"""The demo departments: the market regulation bureau issues business licences (and now and
-then suspends one), the health commission lists its clinics and records vaccinations, human
-resources and social security collects contributions, civil affairs registers marriages."""
+"""The demo departments of Shanghai: the market regulation bureau issues business licences
+(and now and then suspends one), the start of the one-stop enterprise start-up that the
+grants carry on to the public security bureau, the tax bureau, the social security bureau,
+the district's service centre and the open-data portal. Alongside, the health commission
+lists its clinics and records vaccinations, human resources and social security collects
+contributions, civil affairs registers marriages, and the 12345 citizen hotline takes
+requests and now and then resolves one."""
 
 from __future__ import annotations
 
@@ -16,13 +20,17 @@ from xbus.producers.demodata import DemoData
 from xbus.producers.publisher import Publisher
 
 LICENCES = ("market_regulation", "business_licence")
+HOTLINE = ("citizen_hotline", "service_request")
 # (department, dataset, publish on every n-th tick)
 ALONGSIDE = (
     ("health", "vaccination_record", 2),
+    (*HOTLINE, 2),
     ("human_resources", "insurance_contribution", 3),
     ("civil_affairs", "marriage_registration", 5),
 )
 CLINICS = 10
+# Hotline requests still open that the demo may resolve later, at most this many.
+OPEN_REQUESTS = 20
 
 
 def run_demo(
@@ -45,6 +53,7 @@ def run_demo(
         for d in departments
     }
     issued: list[dict[str, Any]] = []
+    open_requests: list[dict[str, Any]] = []
     licences = 0
     try:
         health = publishers["health"]
@@ -73,7 +82,21 @@ def run_demo(
             for department, dataset, every in ALONGSIDE:
                 if tick % every == 0:
                     record = data.record(catalog.get(department, dataset))
-                    publishers[department].publish_sync(dataset, Op.CREATE, after=record)
+                    receipt = publishers[department].publish_sync(dataset, Op.CREATE, after=record)
+                    if (department, dataset) == HOTLINE:
+                        open_requests = [*open_requests, record][-OPEN_REQUESTS:]
+                        print(
+                            f"citizen_hotline took request {record['request_id']} "
+                            f"{record['category']} (event {receipt.event_id})",
+                            flush=True,
+                        )
+            if len(open_requests) > 3 and chance.random() < 0.2:
+                before = open_requests.pop(chance.randrange(len(open_requests)))
+                after = {**before, "status": "RESOLVED"}
+                publishers[HOTLINE[0]].publish_sync(
+                    HOTLINE[1], Op.UPDATE, before=before, after=after
+                )
+                print(f"citizen_hotline resolved request {before['request_id']}", flush=True)
             stop.wait(max(0.0, 1.0 / rate - (time.monotonic() - started)))
     finally:
         for publisher in publishers.values():

@@ -18,13 +18,50 @@ from faker import Faker
 from xbus.core.catalog import Dataset
 from xbus.core.identifiers import credit_code, resident_id
 
-CITY = "杭州市"
-PROVINCE = "浙江省"
-# The city's districts (administrative division code: name), also the demo's reference
+CITY = "上海市"
+# Shanghai's 16 districts (administrative division code: name), also the demo's reference
 # table for lookups.
 DISTRICTS: dict[str, str] = json.loads(
     files("xbus.producers").joinpath("resources", "districts.json").read_text(encoding="utf-8")
 )
+# A few real roads of each district, so that a generated address reads like one of the city.
+ROADS: dict[str, tuple[str, ...]] = {
+    "310101": ("南京东路", "淮海中路", "西藏中路", "复兴东路", "中山南路"),
+    "310104": ("漕溪北路", "衡山路", "肇嘉浜路", "龙华中路", "虹桥路"),
+    "310105": ("天山路", "仙霞路", "长宁路", "延安西路", "愚园路"),
+    "310106": ("南京西路", "武定路", "大统路", "共和新路", "江宁路"),
+    "310107": ("曹杨路", "真北路", "长寿路", "武宁路", "中山北路"),
+    "310109": ("四川北路", "曲阳路", "东大名路", "西江湾路", "大连路"),
+    "310110": ("黄兴路", "国定路", "控江路", "平凉路", "淞沪路"),
+    "310112": ("七莘路", "都市路", "虹井路", "剑川路", "沪闵路"),
+    "310113": ("牡丹江路", "友谊路", "呼兰路", "宝杨路"),
+    "310114": ("博乐路", "城中路", "曹安公路", "嘉松北路", "墨玉路"),
+    "310115": ("世纪大道", "张杨路", "陆家嘴环路", "东方路", "金科路", "川沙路"),
+    "310116": ("卫零路", "龙航路", "蒙山路"),
+    "310117": ("中山中路", "人民北路", "文翔路", "荣乐东路", "沪亭北路"),
+    "310118": ("公园路", "城中北路", "外青松公路", "崧泽大道"),
+    "310120": ("解放东路", "百齐路", "望园路", "南奉公路", "金海公路"),
+    "310151": ("八一路", "鳌山路", "陈海公路", "崇明大道"),
+}
+# A few subdistricts and towns (街道, 镇) of each district: where clinics and offices are.
+SUBDISTRICTS: dict[str, tuple[str, ...]] = {
+    "310101": ("外滩街道", "南京东路街道", "打浦桥街道", "豫园街道"),
+    "310104": ("枫林街道", "天平街道", "徐家汇街道", "漕河泾街道"),
+    "310105": ("天山路街道", "仙霞新村街道", "新华路街道", "虹桥街道"),
+    "310106": ("静安寺街道", "江宁路街道", "彭浦新村街道", "大宁路街道"),
+    "310107": ("曹杨新村街道", "长寿路街道", "真如镇街道", "桃浦镇"),
+    "310109": ("欧阳路街道", "曲阳路街道", "四川北路街道", "江湾镇街道"),
+    "310110": ("五角场街道", "控江路街道", "平凉路街道", "新江湾城街道"),
+    "310112": ("莘庄镇", "七宝镇", "江川路街道", "古美路街道"),
+    "310113": ("友谊路街道", "吴淞街道", "大场镇", "顾村镇"),
+    "310114": ("嘉定镇街道", "安亭镇", "南翔镇", "江桥镇"),
+    "310115": ("陆家嘴街道", "花木街道", "塘桥街道", "张江镇", "川沙新镇"),
+    "310116": ("石化街道", "朱泾镇", "枫泾镇", "山阳镇"),
+    "310117": ("岳阳街道", "方松街道", "九亭镇", "泗泾镇"),
+    "310118": ("夏阳街道", "盈浦街道", "朱家角镇", "徐泾镇"),
+    "310120": ("南桥镇", "奉浦街道", "金汇镇", "庄行镇"),
+    "310151": ("城桥镇", "堡镇", "陈家镇", "新河镇"),
+}
 ENTERPRISE_TYPES = (
     "有限责任公司(自然人投资或控股)",
     "有限责任公司(自然人独资)",
@@ -49,6 +86,70 @@ SCOPES = (
     "日用百货销售;服装服饰零售",
 )
 
+# What citizens call the 12345 hotline about: (category, the office of the district that
+# handles it, (request type, what the operator writes down; {place} is where)).
+HOTLINE_TOPICS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "城市管理",
+        "城管执法局",
+        (
+            ("COMPLAINT", "{place}工地夜间施工,噪音扰民,请求查处"),
+            ("COMPLAINT", "{place}人行道上共享单车乱停放,影响通行"),
+            ("SUGGESTION", "建议在{place}增设垃圾分类投放点"),
+        ),
+    ),
+    (
+        "交通出行",
+        "建设和管理委员会",
+        (
+            ("HELP", "{place}路口信号灯故障,请尽快维修"),
+            ("COMPLAINT", "{place}附近公交站候车时间过长"),
+            ("SUGGESTION", "建议{place}增设非机动车停放点"),
+        ),
+    ),
+    (
+        "住房保障",
+        "房屋管理局",
+        (
+            ("HELP", "{place}小区电梯故障多日未修"),
+            ("ENQUIRY", "咨询公共租赁住房申请条件和办理流程"),
+        ),
+    ),
+    (
+        "生态环境",
+        "生态环境局",
+        (
+            ("COMPLAINT", "{place}沿街餐饮店油烟扰民"),
+            ("COMPLAINT", "{place}附近河道有异味"),
+        ),
+    ),
+    (
+        "市场监管",
+        "市场监督管理局",
+        (
+            ("COMPLAINT", "在{place}一家超市购买的食品已过保质期"),
+            ("ENQUIRY", "咨询开办企业在一网通办上的办理时限"),
+        ),
+    ),
+    (
+        "社会保障",
+        "人力资源和社会保障局",
+        (
+            ("ENQUIRY", "咨询灵活就业人员缴纳社会保险的办法"),
+            ("HELP", "单位未按时为员工缴纳社会保险"),
+        ),
+    ),
+    (
+        "公共服务",
+        "人民政府",
+        (
+            ("HELP", "{place}路灯不亮,夜间出行不便"),
+            ("PRAISE", "表扬{place}社区卫生服务中心工作人员耐心细致"),
+        ),
+    ),
+)
+HOTLINE_CHANNELS = ("PHONE", "PHONE", "PHONE", "WEB", "APP", "WECHAT")
+
 
 class DemoData:
     """A seedable source of generated department records."""
@@ -64,10 +165,19 @@ class DemoData:
         code = self._random.choice(sorted(DISTRICTS))
         return code, DISTRICTS[code]
 
-    def address(self, district_name: str) -> str:
-        """A street address in ``district_name``."""
-        street = self._faker.street_name()
-        return f"{PROVINCE}{CITY}{district_name}{street}{self._random.randint(1, 999)}号"
+    def address(self, district_code: str) -> str:
+        """A street address in the district ``district_code``: city, district, road, number
+        (now and then a lane, 弄, with its house number)."""
+        road = self._random.choice(ROADS[district_code])
+        number = f"{self._random.randint(1, 1999)}号"
+        if self._random.random() < 0.3:
+            number = f"{self._random.randint(1, 999)}弄{self._random.randint(1, 60)}号"
+        return f"{CITY}{DISTRICTS[district_code]}{road}{number}"
+
+    def company_name(self) -> str:
+        """An enterprise name as Shanghai registers them: the city, a trade name, the trade
+        and the form (上海...有限公司)."""
+        return f"上海{self._faker.company()}"
 
     def person_id(self, region: str, *, min_age: int = 18, max_age: int = 75) -> str:
         """A resident identity number of a person aged ``min_age`` to ``max_age`` registered
@@ -82,20 +192,20 @@ class DemoData:
 
     def business_licence(self) -> dict[str, Any]:
         """A newly issued business licence of the market regulation bureau."""
-        code, name = self.district()
+        code, _ = self.district()
         self._serial += 1
         established = dt.date.today() - dt.timedelta(days=self._random.randint(0, 30))
         capital = decimal.Decimal(self._random.choice((10, 30, 50, 100, 200, 500, 1000))) * 10000
         return {
             "credit_code": credit_code(code, self._serial),
-            "name": f"{CITY}{self._faker.company()}",
+            "name": self.company_name(),
             "enterprise_type": self._random.choice(ENTERPRISE_TYPES),
             "legal_representative": self._faker.name(),
             "legal_representative_id": self.person_id(code),
             "registered_capital": capital.quantize(decimal.Decimal("0.01")),
             "established_on": established,
             "district_code": code,
-            "address": self.address(name),
+            "address": self.address(code),
             "business_scope": self._random.choice(SCOPES),
             "contact_phone": self.mobile() if self._random.random() < 0.8 else None,
             "status": "ACTIVE",
@@ -107,10 +217,10 @@ class DemoData:
         code, name = self.district()
         return {
             "clinic_code": f"{code}{self._random.randrange(100):02d}",
-            "name": f"{name}{self._faker.street_name()}社区卫生服务中心预防接种门诊",
+            "name": f"{name}{self._random.choice(SUBDISTRICTS[code])}社区卫生服务中心预防接种门诊",
             "district_code": code,
-            "address": self.address(name),
-            "phone": f"0571-{self._random.randrange(10**7, 10**8)}",
+            "address": self.address(code),
+            "phone": f"021-{self._random.randrange(5 * 10**7, 7 * 10**7)}",
             "opening_hours": "周一至周五 08:00-11:30, 13:30-16:30",
         }
 
@@ -165,7 +275,7 @@ class DemoData:
             "contribution_id": f"SI{self._random.randrange(10**13, 10**14)}",
             "employer": {
                 "credit_code": credit_code(code, self._serial),
-                "name": f"{CITY}{self._faker.company()}",
+                "name": self.company_name(),
             },
             "insured": {"name": self._faker.name(), "id_number": self.person_id(code)},
             "insurance_type": kind,
@@ -177,6 +287,32 @@ class DemoData:
             if paid
             else None,
             "status": "PAID" if paid else "DUE",
+        }
+
+    def service_request(self) -> dict[str, Any]:
+        """A request just taken by the 12345 citizen service hotline: received, or already
+        dispatched to the district office that handles its category."""
+        code, name = self.district()
+        category, office, cases = self._random.choice(HOTLINE_TOPICS)
+        request_type, text = self._random.choice(cases)
+        road = self._random.choice(ROADS[code])
+        place = f"{name}{road}{self._random.randint(1, 1999)}号"
+        dispatched = self._random.random() < 0.6
+        received = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self._serial += 1
+        return {
+            "request_id": f"{received + dt.timedelta(hours=8):%Y%m%d}{self._serial % 10**6:06d}",
+            "channel": self._random.choice(HOTLINE_CHANNELS),
+            "citizen_name": self._faker.name(),
+            "citizen_phone": self.mobile(),
+            "request_type": request_type,
+            "category": category,
+            "content": text.format(place=f"{name}{road}"),
+            "district_code": code,
+            "location": place if "{place}" in text else None,
+            "received_at": received,
+            "handling_unit": f"{name}{office}" if dispatched else None,
+            "status": "DISPATCHED" if dispatched else "RECEIVED",
         }
 
     def _party(self, code: str, sex: str) -> dict[str, Any]:

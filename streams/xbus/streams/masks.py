@@ -176,9 +176,9 @@ _DISTRICT = re.compile(r"^(.*?(?:省|自治区))?(.*?(?:市|自治州|地区|盟
 
 
 class District(_Mask):
-    """Cut an address to its district (``浙江省杭州市西湖区文三路90号`` becomes
-    ``浙江省杭州市西湖区``), or a six-digit division code to its city (``330106`` becomes
-    ``330100``)."""
+    """Cut an address to its district (``上海市浦东新区张杨路500号`` becomes
+    ``上海市浦东新区``), or a six-digit division code to its city (``310115`` becomes
+    ``310100``)."""
 
     type: Literal["district"]
 
