@@ -15,7 +15,7 @@ from tests.support.kafka_reading import end_offsets, read_events
 from xbus.core.values import to_json
 from xbus.deploy.process import free_port
 from xbus.producers.demodata import DemoData
-from xbus.producers.gateway_keys import new_key
+from xbus.producers.gateway.keys import new_key
 
 pytestmark = pytest.mark.broker
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from xbus.producers.gateway import GatewaySettings
-from xbus.producers.gateway_keys import new_key
+from xbus.producers.gateway.keys import new_key
+from xbus.producers.gateway.settings import GatewaySettings
 
 app = typer.Typer(help="Manage the ingest gateway's API keys.", no_args_is_help=True)
 

@@ -37,8 +37,9 @@ from starlette.types import Receive, Scope, Send
 from xbus.consumers.sse.feed import Chunk, ClientFeed, FeedFailed, FeedOptions, Start
 from xbus.consumers.sse.ids import Positions, ResumeIdRefused, ResumeIds
 from xbus.consumers.sse.tokens import SubscriberTokens
-from xbus.core.errors import ConfigurationError
+from xbus.core.errors import ConfigurationError, HttpRefusal
 from xbus.core.metrics import END_TO_END_LATENCY, EVENTS_DELIVERED, SSE_CLIENTS, SSE_CLIENTS_CUT_OFF
+from xbus.core.refusals import refusal_response
 from xbus.core.serde import WriterSchemas, registry_client
 from xbus.core.settings import BusSettings, home_dir
 
@@ -111,20 +112,8 @@ def _kept_secret(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-class StreamRefused(Exception):
-    """An answer other than the stream, with its status and error code."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"code": self.code, "message": str(self)}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+class StreamRefused(HttpRefusal):
+    """An answer other than the stream, with its status and error code (``reason``)."""
 
 
 def _datasets(value: str | None) -> frozenset[str] | None:
@@ -215,10 +204,11 @@ class StreamService:
             datasets = _datasets(request.query_params.get("datasets"))
             start = self._start(request, subscriber)
         except StreamRefused as exc:
-            await exc.response()(scope, receive, send)
+            await refusal_response(exc)(scope, receive, send)
             return
         except ResumeIdRefused as exc:
-            await StreamRefused(exc.status, exc.code, str(exc)).response()(scope, receive, send)
+            refused = StreamRefused(exc.status, exc.code, str(exc))
+            await refusal_response(refused)(scope, receive, send)
             return
         feed = ClientFeed(
             self._settings,
@@ -236,7 +226,7 @@ class StreamService:
                 reason = first.reason if first else "the broker did not answer in time"
                 log.warning("cannot start the stream of %s: %s", subscriber, reason)
                 refused = StreamRefused(503, "unavailable", f"{reason}; retry shortly")
-                await refused.response()(scope, receive, send)
+                await refusal_response(refused)(scope, receive, send)
                 return
             await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
             SSE_CLIENTS.labels(subscriber).inc()

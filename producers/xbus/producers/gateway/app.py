@@ -1,0 +1,114 @@
+"""The ingest gateway: change events over HTTP for departments that cannot run a Kafka
+client.
+
+``POST /v1/datasets/{department}/{dataset}/events`` takes one event, ``.../events/batch`` a
+batch (``{"events": [...]}``). The answer is 202 with the event ids only once Kafka has
+acknowledged every event; 400 names each bad field of each bad record, and nothing of a bad
+batch is published unless the caller asked for partial acceptance (``?partial=true``), in
+which case the answer says, record by record, what was accepted and what was not. 401 is a
+missing or unknown key, 403 a key of another department, 404 an unknown dataset, 413 an
+oversize body or batch, 503 a Kafka or registry that did not answer in time (retry with the
+same ``event_id`` values: each event is applied once downstream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+
+from xbus.core.catalog import Catalog
+from xbus.core.settings import BusSettings
+from xbus.producers.gateway.admission import Admission
+from xbus.producers.gateway.errors import GatewayError, rejected
+from xbus.producers.gateway.ingest import Ingest
+from xbus.producers.gateway.keys import GatewayKeys
+from xbus.producers.gateway.models import (
+    ERROR_RESPONSES,
+    Accepted,
+    BatchIn,
+    EventIn,
+    PartialOut,
+    request_body,
+)
+from xbus.producers.gateway.settings import GatewaySettings
+
+
+def build_gateway(
+    bus: BusSettings, settings: GatewaySettings | None = None, catalog: Catalog | None = None
+) -> FastAPI:
+    """The gateway's ASGI app: the two publishing routes, ``/healthz``, ``/metrics``, and the
+    OpenAPI description at ``/openapi.json`` (browsable at ``/docs``)."""
+    settings = settings or GatewaySettings()
+    catalog = catalog or Catalog.load(bus.schemas_dir)
+    admission = Admission(GatewayKeys.load(settings.keys_file), catalog, settings.max_body_bytes)
+    ingest = Ingest(bus, catalog, settings.delivery_timeout)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await ingest.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="xbus ingest gateway",
+        version="1",
+        description=__doc__,
+        responses=ERROR_RESPONSES,
+    )
+    app.mount("/metrics", make_asgi_app())
+
+    @app.exception_handler(GatewayError)
+    async def refused(_: Request, exc: GatewayError) -> JSONResponse:
+        return exc.response()
+
+    @app.post(
+        "/v1/datasets/{department}/{dataset}/events",
+        status_code=202,
+        response_model=Accepted,
+        openapi_extra=request_body(EventIn),
+    )
+    async def publish_one(department: str, dataset: str, request: Request) -> JSONResponse:
+        """Publish one change event; 202 once Kafka acknowledged it."""
+        body = await admission.admit(request, department, dataset)
+        return await ingest.publish(department, dataset, [body], partial=False, prefix="")
+
+    @app.post(
+        "/v1/datasets/{department}/{dataset}/events/batch",
+        status_code=202,
+        response_model=Accepted | PartialOut,
+        openapi_extra=request_body(BatchIn),
+    )
+    async def publish_batch(
+        department: str, dataset: str, request: Request, partial: bool = False
+    ) -> JSONResponse:
+        """Publish a batch: all or nothing, unless ``partial=true``."""
+        body = await admission.admit(request, department, dataset)
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list) or not events:
+            raise GatewayError(
+                400, "invalid_batch", 'expected {"events": [...]} with at least one event'
+            )
+        if len(events) > settings.max_batch:
+            raise rejected(
+                department,
+                dataset,
+                GatewayError(
+                    413,
+                    "too_large",
+                    f"{len(events)} events in one batch; at most {settings.max_batch}",
+                ),
+            )
+        return await ingest.publish(
+            department, dataset, events, partial=partial, prefix="events[{}]."
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the gateway process answers."""
+        return {"status": "ok"}
+
+    return app

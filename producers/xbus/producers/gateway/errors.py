@@ -1,0 +1,76 @@
+"""Every refusal of the gateway, and the one place a publishing error becomes an HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from xbus.core.errors import HttpRefusal
+from xbus.core.metrics import EVENTS_REJECTED
+from xbus.core.refusals import refusal_response
+from xbus.core.validation import FieldError
+from xbus.producers.exceptions import (
+    BrokerUnreachable,
+    ForeignDataset,
+    PublishError,
+    RegistryUnavailable,
+    SchemaNotRegistered,
+    UnknownDataset,
+)
+
+
+class GatewayError(HttpRefusal):
+    """An answer other than 202: its status, its code (``reason``), and the problems of each
+    bad event by its index in the request."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        records: dict[int, list[FieldError]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, reason, message, headers)
+        self.records = records or {}
+
+    def response(self) -> JSONResponse:
+        """The JSON error body every refusal of the bus has, with the bad events named."""
+        return refusal_response(self, records=record_problems(self.records))
+
+
+def record_problems(records: dict[int, list[FieldError]]) -> list[dict[str, Any]]:
+    """``[{"index": i, "errors": [{"path", "message"}, ...]}, ...]`` in the order of the
+    request: how the gateway names bad events, refused or left out of a partial batch."""
+    return [
+        {"index": i, "errors": [{"path": e.path, "message": e.message} for e in errs]}
+        for i, errs in sorted(records.items())
+    ]
+
+
+def rejected(department: str, dataset: str, error: GatewayError, count: int = 1) -> GatewayError:
+    """``error``, once ``count`` events are counted as rejected under its reason."""
+    EVENTS_REJECTED.labels(department, dataset, error.reason).inc(count)
+    return error
+
+
+_STATUS: list[tuple[type[PublishError], int]] = [
+    (UnknownDataset, 404),
+    (ForeignDataset, 403),
+    (SchemaNotRegistered, 503),
+    (RegistryUnavailable, 503),
+    (BrokerUnreachable, 503),
+    (PublishError, 502),
+]
+
+
+def from_publish_error(error: BaseException, message: str | None = None) -> GatewayError:
+    """The answer to publishing that failed with ``error``: a status by its kind, with
+    ``Retry-After`` where trying again can help; 502 for anything unforeseen."""
+    message = message or str(error)
+    if not isinstance(error, PublishError):
+        return GatewayError(502, "publish_failed", message)
+    status = next(code for kind, code in _STATUS if isinstance(error, kind))
+    headers = {"Retry-After": "5"} if error.retriable else {}
+    return GatewayError(status, error.reason, message, headers=headers)
