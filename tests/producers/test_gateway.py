@@ -130,16 +130,24 @@ def test_a_bad_batch_names_each_field_and_publishes_nothing_unless_partial(
     assert read_events(registered.settings, VACCINATIONS, {accepted}).keys() == {accepted}
 
 
+def _refusal(answer: httpx.Response) -> tuple[int, str]:
+    return answer.status_code, answer.json()["error"]["code"]
+
+
 def test_keys_ownership_and_size_are_enforced(gateway: Gateway) -> None:
     event = {"op": "CREATE", "after": DemoData(seed=33).vaccination_record()}
-    assert gateway.post(EVENTS, event, key="").status_code == 401
-    assert gateway.post(EVENTS, event, key="xbk_not-a-key").status_code == 401
+    anonymous = gateway.post(EVENTS, event, key="")
+    assert _refusal(anonymous) == (401, "unauthorized")
+    assert anonymous.headers["WWW-Authenticate"] == "Bearer"
+    assert _refusal(gateway.post(EVENTS, event, key="xbk_not-a-key")) == (401, "unauthorized")
     foreign = gateway.post(EVENTS, event, key=gateway.other_key)
-    assert foreign.status_code == 403
+    assert _refusal(foreign) == (403, "forbidden")
     assert "market_regulation" in foreign.json()["error"]["message"]
-    assert gateway.post("/v1/datasets/health/no_such/events", event).status_code == 404
+    unknown = gateway.post("/v1/datasets/health/no_such/events", event)
+    assert _refusal(unknown) == (404, "unknown_dataset")
     huge = gateway.post(f"{EVENTS}/batch", {"events": [event] * 5000})
-    assert huge.status_code == 413
+    assert _refusal(huge) == (413, "too_large")
+    assert _refusal(gateway.post(f"{EVENTS}/batch", {"events": []})) == (400, "invalid_batch")
     invalid_json = httpx.post(
         f"{gateway.url}{EVENTS}",
         content=b'{"op": ',
