@@ -19,7 +19,7 @@ from xbus.producers.jsonevents import loads, spec_from_json
 from xbus.streams.explanation import as_decoded, explain, explain_json
 from xbus.streams.grant_files import apply_grants, load_grants, revoke_grant
 from xbus.streams.policy import CompiledGrant, check_and_compile
-from xbus.streams.state import current_grants, set_reference_table
+from xbus.streams.state import PolicySnapshot, current_grants, set_reference_table
 
 app = typer.Typer(help="Validate, apply, revoke and explain access grants.", no_args_is_help=True)
 reference = typer.Typer(help="Reference tables the grants' lookups read.", no_args_is_help=True)
@@ -93,10 +93,18 @@ def explain_command(
     at: Annotated[
         str | None, typer.Option(help="The moment to judge validity at (ISO 8601); default now.")
     ] = None,
+    reference: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A reference table for the grant's lookups, as NAME=FILE (a JSON object of "
+            "code: value); repeat for several. Without it, looked-up fields are null."
+        ),
+    ] = None,
 ) -> None:
     """Show what the grant's subscriber would receive of an example event, and which rule
     decided each field: the engine's own decision on the event as the engine would decode
     it."""
+    tables = {name: _entries(name, Path(file)) for name, file in _pairs(reference or [])}
     catalog = load_catalog()
     loaded, problems = load_grants([grant_file], catalog)
     if problems:
@@ -146,7 +154,33 @@ def explain_command(
         decoded = as_decoded(event, dataset)
     except XbusError as exc:
         raise fail(exc) from None
-    console.print(explain_json(explain(compiled, decoded, now)))
+    console.print(explain_json(explain(compiled, decoded, now, PolicySnapshot({}, tables))))
+
+
+def _pairs(options: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for option in options:
+        name, sep, file = option.partition("=")
+        if not sep or not name or not file:
+            raise fail(
+                f"--reference {option}: write it as NAME=FILE, e.g. districts=districts.json"
+            )
+        pairs.append((name, file))
+    return pairs
+
+
+def _entries(table: str, file: Path) -> dict[str, str]:
+    """A reference table's entries from a JSON object of code: value, as the engine keeps
+    them (both as text)."""
+    try:
+        entries = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise fail(f"reference table {table}: cannot read {file}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise fail(f"{file}:{exc.lineno}: not JSON: {exc.msg}") from None
+    if not isinstance(entries, dict):
+        raise fail(f"{file}: expected a JSON object of code: value")
+    return {str(code): str(value) for code, value in entries.items()}
 
 
 @reference.command("set")

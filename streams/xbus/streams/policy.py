@@ -138,7 +138,12 @@ def cel_failure(exc: Exception, source: str) -> str:
         if text.startswith("Function "):
             return f"function {name}() failed" if name else "a function failed"
         if text.startswith("Undefined variable or function"):
-            return f"undefined variable or function {name!r}" if name else "undefined name"
+            # CEL says so too of a function given arguments it does not take (size(null)).
+            return (
+                f"no function or variable {name!r} that applies here"
+                if name
+                else "no function or variable that applies here"
+            )
     return type(exc).__name__
 
 

@@ -128,16 +128,32 @@ def _header(value: object) -> bytes:
     return str(value).encode()
 
 
-def _audit_entry(grant: CompiledGrant, decision: Decision) -> dict[str, Any]:
-    g = grant.grant
-    return {
-        "subscriber": g.subscriber,
-        "grant": g.grant,
-        "version": grant.version,
-        "decision": decision.outcome,
-        "reason": decision.reason,
-        "masks": list(grant.masks) if decision.outcome == "delivered" else [],
-    }
+@dataclass(frozen=True)
+class _Target:
+    """A grant made ready for routing once per policy snapshot: the headers naming it and
+    its metric children, so that no event pays for them again."""
+
+    grant: CompiledGrant
+    headers: Headers
+    labels: tuple[str, str]
+    filtered: Any
+    masks_applied: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, grant: CompiledGrant) -> _Target:
+        labels = (grant.grant.subscriber, grant.dataset.name)
+        return cls(
+            grant,
+            [
+                (headers.GRANT_ID, _header(grant.grant.grant)),
+                (headers.GRANT_VERSION, _header(grant.version)),
+            ],
+            labels,
+            metric_child(EVENTS_FILTERED, *labels),
+            tuple(
+                metric_child(MASKS_APPLIED, *labels, mask.split(":", 1)[1]) for mask in grant.masks
+            ),
+        )
 
 
 class Router:
@@ -152,6 +168,19 @@ class Router:
         self._policy = policy
         self._decoder = decoder
         self._encoders = encoders
+        self._snapshot: PolicySnapshot | None = None
+        self._targets: dict[str, tuple[_Target, ...]] = {}
+
+    def _targets_of(self, topic: str) -> tuple[PolicySnapshot, tuple[_Target, ...]]:
+        """The policy in force and the grants on ``topic``, prepared once per snapshot."""
+        snapshot = self._policy()
+        if snapshot is not self._snapshot:
+            self._snapshot, self._targets = snapshot, {}
+        targets = self._targets.get(topic)
+        if targets is None:
+            targets = tuple(_Target.of(g) for g in snapshot.grants.get(topic, ()))
+            self._targets[topic] = targets
+        return snapshot, targets
 
     def route(
         self,
@@ -184,48 +213,47 @@ class Router:
                 self._dead_letter(key, value, "not_a_change_event", detail, source)
             )
             return routing
-        snapshot = self._policy()
-        grants = snapshot.grants.get(topic, ())
+        snapshot, targets = self._targets_of(topic)
         cel_event = CelEvent(event)
+        event_header = (headers.EVENT_ID, event_id.encode())
         decisions: list[dict[str, Any]] = []
-        for grant in grants:
-            g = grant.grant
-            labels = (g.subscriber, grant.dataset.name)
-            decision, encoded = written(
-                grant, decide(grant, event, now, snapshot, cel_event), self._encoders
-            )
+        for target in targets:
+            grant = target.grant
+            decision = decide(grant, event, now, snapshot, cel_event)
+            encoded = None
+            if decision.view is not None:
+                decision, encoded = written(grant, decision, self._encoders)
             outcome = decision.outcome
             if encoded is not None:
-                output = Output(
-                    grant.topic,
-                    key,
-                    encoded,
-                    [
-                        (headers.EVENT_ID, _header(event_id)),
-                        (headers.GRANT_ID, _header(g.grant)),
-                        (headers.GRANT_VERSION, _header(grant.version)),
-                        *source,
-                    ],
-                )
+                output = Output(grant.topic, key, encoded, [event_header, *target.headers, *source])
                 routing.deliveries.append((grant, output))
-                for mask in grant.masks:
-                    metric_child(MASKS_APPLIED, *labels, mask.split(":", 1)[1]).inc()
+                for counter in target.masks_applied:
+                    counter.inc()
             elif outcome == "failed":
                 routing.dead_letters.append(
                     self._dead_letter(
                         key,
                         value,
                         GrantFailed.reason,
-                        f"grant {g.grant} v{grant.version}: {decision.reason}",
-                        [*source, (headers.GRANT_ID, _header(g.grant))],
+                        f"grant {grant.grant.grant} v{grant.version}: {decision.reason}",
+                        [*source, target.headers[0]],
                     )
                 )
             elif outcome == "filtered":
-                metric_child(EVENTS_FILTERED, *labels).inc()
-            elif outcome != "delivered":  # denied or expired
+                target.filtered.inc()
+            else:  # denied or expired
                 label = outcome if outcome == "expired" else decision.reason
-                metric_child(EVENTS_DENIED, *labels, label).inc()
-            decisions.append(_audit_entry(grant, decision))
+                metric_child(EVENTS_DENIED, *target.labels, label).inc()
+            decisions.append(
+                {
+                    "subscriber": grant.grant.subscriber,
+                    "grant": grant.grant.grant,
+                    "version": grant.version,
+                    "decision": outcome,
+                    "reason": decision.reason,
+                    "masks": list(grant.masks) if encoded is not None else [],
+                }
+            )
         if decisions:
             routing.audit.append(
                 Output(
