@@ -24,6 +24,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from xbus.core import headers
 from xbus.core.envelope import ChangeEvent, record_full_name, with_union_branches
 from xbus.core.errors import RegistryUnavailable, SerializationError
+from xbus.core.headers import Headers
 from xbus.core.metrics import DEAD_LETTERS, EVENTS_DENIED, EVENTS_FILTERED, MASKS_APPLIED
 from xbus.core.serde import EventDecoder, WireEncoder
 from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, value_subject
@@ -31,8 +32,6 @@ from xbus.streams.decision import CelEvent, Decision, decide
 from xbus.streams.exceptions import GrantFailed
 from xbus.streams.policy import CompiledGrant, failure_text
 from xbus.streams.state import PolicySnapshot
-
-Headers = list[tuple[str, str | bytes | None]]
 
 
 @dataclass(frozen=True)
