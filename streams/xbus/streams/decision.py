@@ -24,14 +24,8 @@ import cel
 
 from xbus.core.envelope import ChangeEvent
 from xbus.streams.exceptions import GrantFailed
-from xbus.streams.policy import (
-    CompiledGrant,
-    ReferenceTables,
-    cel_failure,
-    cel_type,
-    cel_value,
-    failure_text,
-)
+from xbus.streams.expressions import cel_failure, cel_type, cel_value, failure_text
+from xbus.streams.policy import CompiledGrant, ReferenceTables
 
 Outcome = Literal["delivered", "filtered", "denied", "expired", "failed"]
 

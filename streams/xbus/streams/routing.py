@@ -30,7 +30,8 @@ from xbus.core.serde import EventDecoder, WireEncoder
 from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, value_subject
 from xbus.streams.decision import CelEvent, Decision, decide
 from xbus.streams.exceptions import GrantFailed
-from xbus.streams.policy import CompiledGrant, failure_text
+from xbus.streams.expressions import failure_text
+from xbus.streams.policy import CompiledGrant
 from xbus.streams.state import PolicySnapshot
 
 
