@@ -28,7 +28,7 @@ from xbus.core.errors import RegistryUnavailable
 from xbus.core.metrics import ENGINE_LATENCY, ENGINE_PARTITIONS, EVENTS_DELIVERED
 from xbus.core.producing import produce_and_confirm
 from xbus.core.serde import WriterSchemas, registry_client
-from xbus.core.settings import BusSettings
+from xbus.core.settings import BusSettings, home_dir
 from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, GRANTS_TOPIC
 from xbus.streams.routing import Output, Router, Routing, ViewEncoders, metric_child
 from xbus.streams.sources import SourceWatcher, engine_catalog
@@ -123,6 +123,8 @@ def build_app(
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="memory://",
+        # Faust keeps a folder per app; in the stack's working folder, not wherever it runs.
+        datadir=str(home_dir() / "engine" / app_id),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_replication_factor=1,
