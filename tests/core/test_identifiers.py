@@ -39,3 +39,22 @@ def test_demo_licences_are_repeatable_and_valid() -> None:
     assert is_valid_resident_id(first["legal_representative_id"])
     assert first["district_code"] in DISTRICTS
     assert DISTRICTS[first["district_code"]] in first["address"]
+
+
+def test_demo_enterprises_are_of_shanghai_districts() -> None:
+    data = DemoData(seed=8)
+    licences = [data.business_licence() for _ in range(200)]
+    assert {licence["district_code"] for licence in licences} == set(DISTRICTS)
+    for licence in licences:
+        code = licence["district_code"]
+        assert licence["address"].startswith(f"上海市{DISTRICTS[code]}")
+        assert licence["credit_code"][2:8] == code
+        assert licence["legal_representative_id"][:6] == code
+        assert licence["name"].startswith("上海")
+
+
+def test_a_region_that_is_not_a_division_code_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an administrative division code"):
+        resident_id("3101", dt.date(1990, 5, 17), 1)
+    with pytest.raises(ValueError, match="not an administrative division code"):
+        credit_code("上海市", 1)

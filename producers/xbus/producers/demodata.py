@@ -24,6 +24,26 @@ CITY = "上海市"
 DISTRICTS: dict[str, str] = json.loads(
     files("xbus.producers").joinpath("resources", "districts.json").read_text(encoding="utf-8")
 )
+# Residents of each district in ten thousands (2020 census, rounded): districts are drawn in
+# proportion, so that Pudong, a quarter of the city, has a new licence every few seconds.
+RESIDENTS: dict[str, int] = {
+    "310101": 66,
+    "310104": 111,
+    "310105": 69,
+    "310106": 98,
+    "310107": 124,
+    "310109": 76,
+    "310110": 124,
+    "310112": 265,
+    "310113": 224,
+    "310114": 183,
+    "310115": 568,
+    "310116": 82,
+    "310117": 191,
+    "310118": 127,
+    "310120": 114,
+    "310151": 64,
+}
 # A few real roads of each district, so that a generated address reads like one of the city.
 ROADS: dict[str, tuple[str, ...]] = {
     "310101": ("南京东路", "淮海中路", "西藏中路", "复兴东路", "中山南路"),
@@ -161,8 +181,9 @@ class DemoData:
         self._serial = self._random.randrange(10**7, 10**8)
 
     def district(self) -> tuple[str, str]:
-        """A district of the city: ``(code, name)``."""
-        code = self._random.choice(sorted(DISTRICTS))
+        """A district of the city, drawn in proportion to its residents: ``(code, name)``."""
+        codes = sorted(DISTRICTS)
+        [code] = self._random.choices(codes, weights=[RESIDENTS[c] for c in codes])
         return code, DISTRICTS[code]
 
     def address(self, district_code: str) -> str:
