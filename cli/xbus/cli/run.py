@@ -104,7 +104,12 @@ def _run_connector(
     def show(d: Delivery) -> None:
         record = d.record or {}
         label = next(
-            (str(record[k]) for k in ("name", "credit_code", "record_id") if k in record), ""
+            (
+                str(record[k])
+                for k in ("name", "credit_code", "record_id", "category")
+                if k in record
+            ),
+            "",
         )
         print(
             f"{d.subscriber} received {d.dataset} {d.event['op']} {label} (event {d.event_id})",
