@@ -53,7 +53,7 @@ def test_register_is_idempotent_and_check_passes_on_the_catalog(registered: Bus)
     )
     check = xbus(registered, "schemas", "check")
     assert check.returncode == 0, check.stderr
-    assert "6 datasets" in check.stdout
+    assert f"{len(list((ROOT / 'schemas').glob('*/*.avsc')))} datasets" in check.stdout
 
 
 def test_an_incompatible_change_is_named_by_dataset_field_and_rule(
