@@ -118,13 +118,16 @@ def build_app(
             settings, catalog, registry, set(source_topics), on_new_source, discovery_interval
         ).start()
     router = Router(state.snapshot, WriterSchemas(registry), ViewEncoders(registry))
+    # Faust keeps a folder per app (it makes only the last level): in the stack's working
+    # folder, not wherever the worker runs.
+    datadir = home_dir() / "engine" / app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="memory://",
-        # Faust keeps a folder per app; in the stack's working folder, not wherever it runs.
-        datadir=str(home_dir() / "engine" / app_id),
+        datadir=str(datadir),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_replication_factor=1,
