@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
+from xbus.core.envelope import ChangeEvent
 from xbus.core.serde import WriterSchemas
 from xbus.core.topics import parse_delivery_topic
 
@@ -28,7 +29,7 @@ class Delivery:
     value: bytes
     schema_id: int
     schema: dict[str, Any]
-    event: dict[str, Any]
+    event: ChangeEvent
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
     @property
@@ -44,14 +45,15 @@ class Delivery:
     @property
     def event_time(self) -> dt.datetime:
         """When the department says the change happened (the envelope's ``ts_ms``)."""
-        ts: dt.datetime = self.event["ts_ms"]
-        return ts
+        ts = self.event["ts_ms"]
+        if isinstance(ts, dt.datetime):
+            return ts
+        return dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
 
     @property
     def record(self) -> dict[str, Any] | None:
         """The state after the change, or before it for a DELETE."""
-        found: dict[str, Any] | None = self.event.get("after") or self.event.get("before")
-        return found
+        return self.event["after"] or self.event["before"]
 
 
 def carries_record(message: Message, log: logging.Logger, who: str) -> bool:
@@ -84,7 +86,8 @@ def decode(message: Message, schemas: WriterSchemas) -> Delivery:
     subscriber, dataset = parse_delivery_topic(topic)
     value = message.value()
     schema_id = schemas.schema_id(value)
-    event = schemas.decode(value)
+    # Only the engine writes deliver.* topics, always a subscriber's view envelope.
+    event = cast(ChangeEvent, schemas.decode(value))
     assert value is not None
     return Delivery(
         subscriber=subscriber,

@@ -10,6 +10,7 @@ its view of the record.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import time
 import uuid
@@ -49,13 +50,16 @@ class Source(TypedDict):
 
 
 class ChangeEvent(TypedDict):
-    """A change event as the envelope schema decodes it and as the encoder takes it."""
+    """A change event as the encoder takes it and as the envelope schema decodes it.
+
+    ``ts_ms`` is epoch milliseconds when an event is made, and a timezone-aware
+    ``datetime`` once decoded (the field's logical type is ``timestamp-millis``)."""
 
     event_id: str
     department: str
     dataset: str
     op: str
-    ts_ms: int
+    ts_ms: int | dt.datetime
     before: Record | None
     after: Record | None
     source: Source
