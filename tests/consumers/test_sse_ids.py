@@ -52,7 +52,7 @@ def test_an_altered_id_is_refused_as_forged(where: str) -> None:
     index = 5 if where == "payload" else len(issued) - 3
     with pytest.raises(ForgedResumeId, match="not issued by this service") as refused:
         IDS.read("tax_bureau", _flip(issued, index))
-    assert (refused.value.status, refused.value.code) == (403, "forged_resume_id")
+    assert (refused.value.status, refused.value.reason) == (403, "forged_resume_id")
 
 
 def test_an_id_with_positions_moved_and_the_old_signature_is_refused() -> None:
@@ -74,7 +74,7 @@ def test_another_subscribers_id_is_refused_and_named() -> None:
     issued = IDS.issue("open_data", {"business_licence": [5, 5, 5]})
     with pytest.raises(ForeignResumeId, match="'open_data', not to 'tax_bureau'") as refused:
         IDS.read("tax_bureau", issued)
-    assert (refused.value.status, refused.value.code) == (403, "foreign_resume_id")
+    assert (refused.value.status, refused.value.reason) == (403, "foreign_resume_id")
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_another_subscribers_id_is_refused_and_named() -> None:
 def test_a_malformed_id_is_refused_as_malformed(text: str) -> None:
     with pytest.raises(MalformedResumeId) as refused:
         IDS.read("tax_bureau", text)
-    assert (refused.value.status, refused.value.code) == (400, "malformed_resume_id")
+    assert (refused.value.status, refused.value.reason) == (400, "malformed_resume_id")
 
 
 @pytest.mark.parametrize(

@@ -36,31 +36,31 @@ _LONGEST = 64 * 1024
 
 
 class ResumeIdRefused(XbusError):
-    """A ``Last-Event-ID`` the stream will not resume from; ``status`` and ``code`` are the
+    """A ``Last-Event-ID`` the stream will not resume from; ``status`` and ``reason`` are the
     HTTP answer."""
 
     status = 400
-    code = "invalid_resume_id"
+    reason = "invalid_resume_id"
 
 
 class MalformedResumeId(ResumeIdRefused):
     """Not an id this service issues (truncated, altered encoding, wrong shape)."""
 
-    code = "malformed_resume_id"
+    reason = "malformed_resume_id"
 
 
 class ForgedResumeId(ResumeIdRefused):
     """An id whose signature does not match: altered, or issued under another secret."""
 
     status = 403
-    code = "forged_resume_id"
+    reason = "forged_resume_id"
 
 
 class ForeignResumeId(ResumeIdRefused):
     """A genuine id issued to another subscriber."""
 
     status = 403
-    code = "foreign_resume_id"
+    reason = "foreign_resume_id"
 
 
 def _b64encode(data: bytes) -> str:

@@ -207,7 +207,7 @@ class StreamService:
             await refusal_response(exc)(scope, receive, send)
             return
         except ResumeIdRefused as exc:
-            refused = StreamRefused(exc.status, exc.code, str(exc))
+            refused = StreamRefused(exc.status, exc.reason, str(exc))
             await refusal_response(refused)(scope, receive, send)
             return
         feed = ClientFeed(
