@@ -48,7 +48,6 @@ STRING_MASKS: list[dict[str, Any]] = [
     {"type": "pseudonym"},
     {"type": "show_first", "n": 2},
     {"type": "show_last", "n": 4},
-    {"type": "district"},
     {"type": "nullify"},
 ]
 # What each field may be given as: as it is, or under a mask that fits its type.
@@ -80,19 +79,18 @@ ROW_FILTERS = [
     "(after != null ? after : before).registered_capital >= 1000000.0",
     "ts_ms > timestamp('2020-01-01T00:00:00Z')",  # ts_ms is a timestamp once decoded
     "size((after != null ? after : before).name) / 0 > 1",
-    "(after != null ? after : before).no_such_field == 1",
+    "(after != null ? after : before)[op] == 1",  # no such field: CREATE, UPDATE...
     "int((after != null ? after : before).name) > 0",
     "duration((after != null ? after : before).legal_representative_id) > duration('1s')",
-    "(after != null ? after : before).registered_capital",
+    "(after != null ? after : before).name + dyn(1) == 2",  # string + int raises
 ]
-# Derived fields that hold, raise, or give a value of another type than declared.
+# Derived fields that hold or raise (validation refuses those of another type than declared).
 DERIVED = [
     None,
     ("record.registered_capital >= 1000000.0 ? 'large' : 'small'", "string"),
     ("now.getFullYear() - record.established_on.getFullYear()", "int"),
     ("size(record.name) / 0", "int"),
-    ("record.no_such_field == 'x'", "boolean"),
-    ("record.name", "int"),
+    ("record[op] == 'x'", "boolean"),  # no such field: CREATE, UPDATE...
     ("size(record.contact_phone)", "int"),  # raises where the phone is null
     ("int(record.legal_representative_id)", "long"),
     ("9223372036854775807 + size(record.name)", "long"),
@@ -169,7 +167,9 @@ def grants(draw: st.DrawFn, number: int) -> Grant:
             "operations": draw(st.lists(st.sampled_from(OPS), min_size=1, max_size=4, unique=True)),
             "rows": draw(st.sampled_from(ROW_FILTERS)),
             "fields": fields,
-            "derive": {} if derived is None else {"extra": {"cel": derived[0], "type": derived[1]}},
+            "derive": {}
+            if derived is None
+            else {"extra": {"cel": derived[0], "type": derived[1], "approved_unmasked": "P-1"}},
             "lookup": (
                 {"district_name": {"table": "districts", "key": "district_code"}}
                 if draw(st.booleans())

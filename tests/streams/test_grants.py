@@ -95,7 +95,8 @@ def test_a_cel_expression_that_does_not_compile_says_where(tmp_path: Path) -> No
     assert problems[0].startswith("8: rows: CEL does not compile at line 1, column 17:")
     assert problems[1].startswith("12: derive.band: CEL does not compile at line 1, column 12:")
     assert problems[2] == (
-        "13: derive.flag: unknown variable(s) secret; an expression here may use now, op, record"
+        "13: derive.flag: unknown variable 'secret'; an expression here may use now, op, "
+        "record (at column 1)"
     )
 
 

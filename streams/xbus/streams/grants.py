@@ -30,9 +30,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from xbus.core.envelope import Op
 from xbus.core.yaml_files import FileProblem, YamlFile
@@ -40,6 +47,9 @@ from xbus.streams.masks import MASK_TYPES, Mask
 
 GRANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 SUBSCRIBER = re.compile(r"^[a-z][a-z0-9_]*$")
+AVRO_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# An approval is a reference someone can look up: blank text names none.
+Approval = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class _Strict(BaseModel):
@@ -51,23 +61,30 @@ class FieldRule(_Strict):
     the approval under which a personal or sensitive field may leave unmasked."""
 
     mask: Mask | None = None
-    rename: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    approved_unmasked: str | None = None
+    rename: str | None = Field(None, pattern=AVRO_NAME)
+    approved_unmasked: Approval | None = None
 
 
 class Derived(_Strict):
     """A field computed with a CEL expression over ``record`` (the record being sent, before
-    or after) and ``op``."""
+    or after), ``op`` and ``now``. It is as sensitive as the most sensitive field it reads: a
+    personal or sensitive one leaves masked, or unmasked under ``approved_unmasked``."""
 
     cel: str
     type: Literal["string", "int", "long", "double", "boolean"] = "string"
+    nullable: bool = True
+    mask: Mask | None = None
+    approved_unmasked: Approval | None = None
 
 
 class Lookup(_Strict):
-    """A field looked up in a reference table by the value of one of the record's fields."""
+    """A field looked up in a reference table by the value of one of the record's fields. The
+    value found tells as much as its key: a personal or sensitive key needs
+    ``approved_unmasked``."""
 
     table: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     key: str
+    approved_unmasked: Approval | None = None
 
 
 class Grant(_Strict):
@@ -78,10 +95,10 @@ class Grant(_Strict):
     dataset: str = Field(description="department.dataset")
     purpose: str = Field(min_length=1)
     legal_basis: str = Field(min_length=1)
-    approval: str | None = None
+    approval: Approval | None = None
     valid_from: dt.datetime
     valid_until: dt.datetime | None = None
-    operations: tuple[Op, ...] = (Op.CREATE, Op.UPDATE, Op.DELETE, Op.SNAPSHOT)
+    operations: tuple[Op, ...] = Field((Op.CREATE, Op.UPDATE, Op.DELETE, Op.SNAPSHOT), min_length=1)
     rows: str | None = None
     fields: dict[str, FieldRule] = Field(min_length=1)
     derive: dict[str, Derived] = {}
@@ -132,8 +149,17 @@ def parse_grant(file: YamlFile) -> Grant | list[FileProblem]:
         for error in exc.errors():
             location = tuple(p for p in error["loc"] if p not in MASK_TYPES)
             where = ".".join(str(p) for p in location)
-            message = error["msg"]
-            if error["type"] == "union_tag_invalid":
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] in ("model_type", "dict_type"):
+                message = "give a mapping of keys here, e.g. {} or {mask: {type: redact}}"
+            elif error["type"] == "string_too_short" and location[-1:] in (
+                ("approval",),
+                ("approved_unmasked",),
+            ):
+                message = "name the approval: blank text names none"
+            elif error["type"] == "too_short" and location == ("operations",):
+                message = "name at least one of CREATE, UPDATE, DELETE, SNAPSHOT"
+            elif error["type"] == "union_tag_invalid":
                 message = (
                     f"unknown mask type {error['input'].get('type')!r}; known: "
                     f"{', '.join(MASK_TYPES)}"

@@ -61,25 +61,37 @@ class Redact(_Mask):
 
 
 class ShowFirst(_Mask):
-    """Keep the first ``n`` characters, replace the rest with ``*``."""
+    """Keep the first ``n`` characters, replace the rest with ``*``; at least one character
+    is always hidden, so no value shorter than ``n`` + 1 leaves whole."""
 
     type: Literal["show_first"]
     n: int = Field(ge=0)
 
     def function(self) -> Callable[[Any], Any]:
         n = self.n
-        return lambda v: v[:n] + "*" * max(0, len(v) - n)
+
+        def show_first(v: str) -> str:
+            keep = max(0, min(n, len(v) - 1))
+            return v[:keep] + "*" * (len(v) - keep)
+
+        return show_first
 
 
 class ShowLast(_Mask):
-    """Keep the last ``n`` characters, replace the rest with ``*``."""
+    """Keep the last ``n`` characters, replace the rest with ``*``; at least one character
+    is always hidden, so no value shorter than ``n`` + 1 leaves whole."""
 
     type: Literal["show_last"]
     n: int = Field(ge=0)
 
     def function(self) -> Callable[[Any], Any]:
         n = self.n
-        return lambda v: "*" * max(0, len(v) - n) + (v[-n:] if n else "")
+
+        def show_last(v: str) -> str:
+            keep = max(0, min(n, len(v) - 1))
+            return "*" * (len(v) - keep) + (v[len(v) - keep :] if keep else "")
+
+        return show_last
 
 
 class Hash(_Mask):
