@@ -4,7 +4,9 @@ sets reference tables."""
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -12,10 +14,12 @@ import typer
 from rich.table import Table
 
 from xbus.cli.output import console, fail, load_catalog, problem
-from xbus.core.envelope import change_event
+from xbus.core.catalog import Dataset
+from xbus.core.envelope import ChangeEvent, Op, change_event
 from xbus.core.errors import XbusError
 from xbus.core.settings import bus_settings
-from xbus.producers.jsonevents import loads, spec_from_json
+from xbus.core.validation import FieldError, RecordValidator
+from xbus.producers.jsonevents import spec_from_json
 from xbus.streams.explanation import as_decoded, explain, explain_json
 from xbus.streams.grant_files import apply_grants, load_grants, revoke_grant
 from xbus.streams.policy import CompiledGrant, check_and_compile
@@ -36,6 +40,9 @@ def validate(targets: Targets) -> None:
         problem("invalid", found)
     if problems:
         raise typer.Exit(1)
+    for item in loaded:
+        for note in item.notes:
+            problem("note", note)
     console.print(f"{len(loaded)} grant(s) valid.")
 
 
@@ -86,10 +93,8 @@ def list_grants() -> None:
 
 @app.command("explain")
 def explain_command(
-    grant_file: Annotated[Path, typer.Option("--grant", exists=True, help="A grant file.")],
-    event_file: Annotated[
-        Path, typer.Option("--event", exists=True, help="A change event as JSON.")
-    ],
+    grant_file: Annotated[Path, typer.Option("--grant", help="A grant file.")],
+    event_file: Annotated[Path, typer.Option("--event", help="A change event as JSON.")],
     at: Annotated[
         str | None, typer.Option(help="The moment to judge validity at (ISO 8601); default now.")
     ] = None,
@@ -105,35 +110,95 @@ def explain_command(
     decided each field: the engine's own decision on the event as the engine would decode
     it."""
     tables = {name: _entries(name, Path(file)) for name, file in _pairs(reference or [])}
+    now = _moment(at)
+    if not grant_file.is_file():
+        raise fail(f"--grant {grant_file}: give one grant file (a YAML file), not a folder")
     catalog = load_catalog()
     loaded, problems = load_grants([grant_file], catalog)
     if problems:
         raise fail("; ".join(str(p) for p in problems))
     compiled = check_and_compile(loaded[0].grant, catalog)
     assert isinstance(compiled, CompiledGrant)
-    from xbus.core.validation import RecordValidator
+    event = _example_event(event_file, compiled.dataset)
+    try:
+        decoded = as_decoded(event, compiled.dataset)
+    except XbusError as exc:
+        raise fail(exc) from None
+    console.print(explain_json(explain(compiled, decoded, now, PolicySnapshot({}, tables))))
 
-    dataset = compiled.dataset
-    given = loads(event_file.read_text(encoding="utf-8"))
-    if isinstance(given, dict):  # as `xbus publish` takes it, or as `xbus tail` shows it
-        given.setdefault("op", "CREATE")
-        given.pop("source", None)
-        for name, expected in (("department", dataset.department), ("dataset", dataset.name)):
-            found = given.pop(name, expected)
-            if found != expected:
-                raise fail(f"{event_file}: {name} is {found!r}; the grant is on {expected!r}")
+
+def _moment(at: str | None) -> dt.datetime:
+    """The moment ``--at`` names, or now."""
+    if at is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        now = dt.datetime.fromisoformat(at.strip())
+    except ValueError:
+        raise fail(
+            f"--at {at!r}: not an ISO 8601 date and time, e.g. 2026-11-30T10:00:00+08:00"
+        ) from None
+    if now.tzinfo is None:
+        raise fail(f"--at {at}: give a UTC offset, e.g. 2026-11-30T10:00:00+08:00")
+    return now
+
+
+# The images each operation carries, as the Publisher SDK requires them.
+_IMAGES = {
+    Op.CREATE: ("after",),
+    Op.SNAPSHOT: ("after",),
+    Op.UPDATE: ("before", "after"),
+    Op.DELETE: ("before",),
+}
+
+
+def _example_event(event_file: Path, dataset: Dataset) -> ChangeEvent:
+    """The change event in ``event_file`` (as ``xbus publish`` takes it, or as ``xbus tail``
+    shows it), checked as the Publisher SDK checks an event; exits with one clear line, which
+    never quotes a personal or sensitive value, if it is not one."""
+    if event_file.is_dir() or not event_file.exists():
+        what = "a folder" if event_file.is_dir() else "no such file"
+        raise fail(f"--event {event_file}: {what}; give one change event as a JSON file")
+    try:
+        text = event_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"--event {event_file}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise fail(f"{event_file}: not UTF-8 text; save the event as UTF-8 JSON") from None
+    if not text.strip():
+        raise fail(f"{event_file}: empty; give one change event as a JSON object")
+    try:
+        given = json.loads(text, parse_float=decimal.Decimal, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise fail(f"{event_file}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+    except ValueError as exc:
+        raise fail(f"{event_file}: not JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise fail(f"{event_file}: give one change event as a JSON object")
+    given.pop("source", None)
+    for name, expected in (("department", dataset.department), ("dataset", dataset.name)):
+        found = given.pop(name, expected)
+        if found != expected:
+            raise fail(f"{event_file}: {name} is {found!r}; the grant is on {expected!r}")
+    if "op" not in given:
+        raise fail(f"{event_file}: no op; say which it is: {', '.join(Op)}")
     spec, errors = spec_from_json(given)
     if spec is None:
-        raise fail(f"{event_file}: " + "; ".join(str(e) for e in errors))
-    validator = RecordValidator(dataset.schema)
+        raise fail(f"{event_file}: " + "; ".join(_unquoted(e, dataset) for e in errors))
     records = {"before": spec.before, "after": spec.after}
+    missing = [side for side in _IMAGES[spec.op] if records[side] is None]
+    if missing:
+        raise fail(
+            f"{event_file}: {spec.op.value} carries {' and '.join(_IMAGES[spec.op])}; "
+            f"{' and '.join(missing)} is missing"
+        )
+    validator = RecordValidator(dataset.schema)
     for side, given_record in records.items():
         if given_record is not None:
             record, errors = validator.conform(given_record, side)
             if errors:
-                raise fail(f"{event_file}: " + "; ".join(str(e) for e in errors))
+                raise fail(f"{event_file}: " + "; ".join(_unquoted(e, dataset) for e in errors))
             records[side] = record
-    event = change_event(
+    return change_event(
         department=dataset.department,
         dataset=dataset.name,
         op=spec.op,
@@ -144,17 +209,37 @@ def explain_command(
         ts_ms=spec.ts_ms,
         event_id=spec.event_id,
     )
-    try:
-        now = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
-    except ValueError:
-        raise fail(f"--at {at}: not an ISO 8601 date and time") from None
-    if now.tzinfo is None:
-        raise fail(f"--at {at}: give a UTC offset, e.g. 2026-11-30T10:00:00+08:00")
-    try:
-        decoded = as_decoded(event, dataset)
-    except XbusError as exc:
-        raise fail(exc) from None
-    console.print(explain_json(explain(compiled, decoded, now, PolicySnapshot({}, tables))))
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_GOT = re.compile(r"got (\w+) .*$", re.DOTALL)
+
+
+def _unquoted(error: FieldError, dataset: Dataset) -> str:
+    """``error`` as one line that never quotes the value of a personal or sensitive field:
+    for such a field, the type it was given, not the value."""
+    path = re.sub(r"\[\d+\]", "", error.path).split(".", 1)
+    field = path[1] if len(path) > 1 and path[0] in ("before", "after") else ""
+    level = max(
+        (
+            c
+            for p, c in dataset.classifications.items()
+            if field and (p == field or field.startswith(f"{p}."))
+        ),
+        key=("public", "internal", "personal", "sensitive").index,
+        default="public",
+    )
+    if level in ("personal", "sensitive"):
+        message = _GOT.sub(rf"got a \1 (not shown: the field is {level})", error.message)
+        if message == error.message and "got" in message:
+            message = (
+                message.split("got", 1)[0] + f"got a value that does not fit (not shown: {level})"
+            )
+        return f"{error.path}: {message}"
+    return str(error)
 
 
 def _pairs(options: list[str]) -> list[tuple[str, str]]:

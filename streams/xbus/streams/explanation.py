@@ -30,6 +30,7 @@ class Explanation:
     version: int
     decision: Decision
     fields: dict[str, str]
+    row_filter: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """The explanation as ``xbus grants explain`` prints it."""
@@ -39,6 +40,7 @@ class Explanation:
             "decision": self.decision.outcome,
             "reason": self.decision.reason,
             "fields": self.fields,
+            "row_filter": self.row_filter,
             "received": self.decision.view,
         }
 
@@ -65,10 +67,35 @@ def field_rules(grant: CompiledGrant) -> dict[str, str]:
         else:
             rules[path] = "sent as is"
     for name, derived in g.derive.items():
-        rules[name] = f"derived: {derived.cel}"
+        how = (
+            f"masked: {derived.mask.type}"
+            if derived.mask
+            else f"unmasked under approval {derived.approved_unmasked}"
+            if derived.approved_unmasked
+            else ""
+        )
+        rules[name] = f"derived: {derived.cel}" + (f" ({how})" if how else "")
     for name, lookup in g.lookup.items():
-        rules[name] = f"looked up in {lookup.table} by {lookup.key}"
+        rules[name] = f"looked up in {lookup.table} by {lookup.key}" + (
+            f" (unmasked under approval {lookup.approved_unmasked})"
+            if lookup.approved_unmasked
+            else ""
+        )
     return rules
+
+
+def row_filter_reveals(grant: CompiledGrant) -> str:
+    """What the grant's row filter tells the subscriber: which fields it reads (each with its
+    classification); whether an event arrives is one bit per event about them."""
+    if not grant.grant.rows:
+        return "no row filter: every event of the granted operations arrives"
+    if not grant.row_reads:
+        return "reads no field of the record"
+    which = ", ".join(f"{p} ({c})" for p, c in grant.row_reads.items())
+    return (
+        f"reads {which}: their values are not sent, but whether each event arrives tells one "
+        "bit per event about them"
+    )
 
 
 def explain(
@@ -80,7 +107,9 @@ def explain(
     """What the grant's subscriber would receive of ``event`` at ``now``: exactly what the
     engine decides and writes (give it the event as decoded, see ``as_decoded``)."""
     decision, _ = written(grant, decide(grant, event, now, tables), ViewEncoders(None))
-    return Explanation(grant.grant.grant, grant.version, decision, field_rules(grant))
+    return Explanation(
+        grant.grant.grant, grant.version, decision, field_rules(grant), row_filter_reveals(grant)
+    )
 
 
 class _EnvelopeDecoder:
@@ -112,5 +141,7 @@ def as_decoded(event: ChangeEvent, dataset: Dataset) -> ChangeEvent:
 
 
 def explain_json(explanation: Explanation) -> str:
-    """An explanation as readable JSON."""
-    return json.dumps(json.loads(to_json(explanation.as_dict())), ensure_ascii=False, indent=2)
+    """An explanation as readable, strict JSON: a double that is not a number (``NaN``,
+    ``Infinity``, which JSON has no words for) is written as a string."""
+    plain = json.loads(to_json(explanation.as_dict()), parse_constant=str)
+    return json.dumps(plain, ensure_ascii=False, indent=2, allow_nan=False)

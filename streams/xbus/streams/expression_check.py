@@ -212,7 +212,11 @@ class _Checker:
             left_node = kids[0]
             a = self.walk(left_node.children[0], scope)
             b = self.walk(kids[1], scope)
-            return Value(self.operator(node, left_node.data, a.type, b.type), a.reads | b.reads)
+            reads = a.reads | b.reads
+            if left_node.data in ("relation_eq", "relation_ne") and NULL in (a.type, b.type):
+                # Whether an event's before or after is there tells its op, not its values.
+                reads = _presence(a) | _presence(b)
+            return Value(self.operator(node, left_node.data, a.type, b.type), reads)
         if rule == "unary":
             if len(kids) == 1:
                 return self.walk(kids[0], scope)
@@ -512,6 +516,11 @@ def _bare_ident(node: Tree[Any]) -> str | None:
     if isinstance(node, Tree) and node.data == "ident":
         return str(node.children[0])
     return None
+
+
+def _presence(value: Value) -> frozenset[str]:
+    """What comparing ``value`` with null reads: nothing of a whole record of the event."""
+    return frozenset() if value.exact and value.reads == {""} else value.reads
 
 
 def _whole(value: Value) -> Value:

@@ -18,17 +18,19 @@ from xbus.core.settings import BusSettings
 from xbus.core.topics import GRANTS_TOPIC
 from xbus.core.yaml_files import FileProblem, read_yaml_targets
 from xbus.streams.grants import Grant, parse_grant
-from xbus.streams.policy import check_and_compile
+from xbus.streams.policy import CompiledGrant, check_and_compile
 from xbus.streams.policy_records import StoredGrant, grant_key, grant_value
 from xbus.streams.state import current_grants
 
 
 @dataclass(frozen=True)
 class LoadedGrant:
-    """A valid grant and the file it came from."""
+    """A valid grant, the file it came from, and what the office should know of it though
+    it is valid (what its row filter reveals)."""
 
     grant: Grant
     path: Path
+    notes: tuple[FileProblem, ...] = ()
 
 
 def load_grants(
@@ -53,9 +55,26 @@ def load_grants(
                 FileProblem(str(path), file.line_of(loc), message) for loc, message in result
             ]
             continue
-        loaded.append(LoadedGrant(grant, path))
+        notes = tuple(
+            FileProblem(str(path), file.line_of(("rows",)), note)
+            for note in row_filter_notes(result)
+        )
+        loaded.append(LoadedGrant(grant, path, notes))
     problems += conflicts(loaded)
     return loaded, problems
+
+
+def row_filter_notes(grant: CompiledGrant) -> list[str]:
+    """What a grant's row filter tells its subscriber of personal or sensitive fields: which
+    events arrive is one bit per event about each field it reads."""
+    protected = {p: c for p, c in grant.row_reads.items() if c in ("personal", "sensitive")}
+    if not protected:
+        return []
+    which = ", ".join(f"{p} ({c})" for p, c in protected.items())
+    return [
+        f"rows reads {which}: the subscriber never receives these values, but whether each "
+        "event arrives tells it one bit per event about them"
+    ]
 
 
 def conflicts(
