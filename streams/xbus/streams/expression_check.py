@@ -171,10 +171,6 @@ class Checked:
     errors: tuple[str, ...]
 
 
-class _Problem(Exception):
-    pass
-
-
 @dataclass
 class _Checker:
     variables: Mapping[str, Variable]
