@@ -370,3 +370,21 @@ def test_validation_says_what_a_row_filter_reveals(tmp_path: Path) -> None:
     assert explained.as_dict()["row_filter"].startswith(
         "reads legal_representative_id (sensitive): their values are not sent, but whether"
     )
+
+
+def test_messages_speak_of_the_grant_not_of_the_validator(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        """\
+        valid_until: soon
+        colour: red
+        fields:
+          credit_code: {mask: {type: show_last, n: -1}}
+          status: {approved_unmasked: 5}
+        """,
+        HEADER.replace("legal_basis: none\n", ""),
+    )
+    assert problems[0] == "1: legal_basis: missing: every grant gives it"
+    assert "8: colour: unknown key here (see docs/grants.md for the keys a grant has)" in problems
+    for wording in ("Input should", "Field required", "Extra inputs", "Value error", "instance"):
+        assert not [p for p in problems if wording in p], problems

@@ -149,8 +149,17 @@ def parse_grant(file: YamlFile) -> Grant | list[FileProblem]:
         for error in exc.errors():
             location = tuple(p for p in error["loc"] if p not in MASK_TYPES)
             where = ".".join(str(p) for p in location)
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] in ("model_type", "dict_type"):
+            message = (
+                error["msg"]
+                .removeprefix("Value error, ")
+                .replace("Input should be", "should be")
+                .replace("String should", "should")
+            )
+            if error["type"] == "missing":
+                message = "missing: every grant gives it"
+            elif error["type"] == "extra_forbidden":
+                message = "unknown key here (see docs/grants.md for the keys a grant has)"
+            elif error["type"] in ("model_type", "dict_type"):
                 message = "give a mapping of keys here, e.g. {} or {mask: {type: redact}}"
             elif error["type"] == "string_too_short" and location[-1:] in (
                 ("approval",),
