@@ -17,6 +17,7 @@ from xbus.core.envelope import Op, change_event
 from xbus.producers.demodata import DemoData
 from xbus.streams.decision import decide
 from xbus.streams.explanation import explain
+from xbus.streams.expression_check import check_expression, event_variables
 from xbus.streams.grant_files import load_grants
 
 CATALOG = Catalog.load(ROOT / "schemas")
@@ -388,3 +389,20 @@ def test_messages_speak_of_the_grant_not_of_the_validator(tmp_path: Path) -> Non
     assert "8: colour: unknown key here (see docs/grants.md for the keys a grant has)" in problems
     for wording in ("Input should", "Field required", "Extra inputs", "Value error", "instance"):
         assert not [p for p in problems if wording in p], problems
+
+
+def test_what_an_expression_reads_is_resolved_to_fields() -> None:
+    dataset = CATALOG.get("market_regulation", "business_licence")
+    variables = event_variables(dataset)
+    for rows, reads in (
+        ("after != null && after.status == 'ACTIVE'", {"status"}),
+        ("(after != null ? after : before).registered_capital >= 1.0", {"registered_capital"}),
+        ("after.contact_phone != null", {"contact_phone"}),
+        ("[1, 2].exists(after, after > 1)", set()),  # the macro's own `after`
+        ("dyn(after).status == 'ACTIVE'", {""}),  # the whole record: every field
+        ("[after][0].status == 'ACTIVE'", {""}),
+        ("after[op] == 1", {""}),
+        ("after == before", {""}),
+    ):
+        checked = check_expression(rows, variables)
+        assert checked.errors == () and set(checked.reads) == reads, (rows, checked)

@@ -193,6 +193,9 @@ class _Checker:
             condition = self.walk(kids[0], scope)
             self.want_bool(kids[0], condition, "the condition of ?:")
             a, b = self.walk(kids[1], scope), self.walk(kids[2], scope)
+            if a.exact and b.exact and a.reads == b.reads and not condition.reads:
+                # (after != null ? after : before): one node of the record either way.
+                return Value(_unify(a.type, b.type), a.reads, exact=True)
             return Value(_unify(a.type, b.type), condition.reads | a.reads | b.reads)
         if rule in ("conditionalor", "conditionaland"):
             if len(kids) == 1:
