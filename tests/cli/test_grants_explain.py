@@ -13,6 +13,8 @@ from tests.support.checkout import ROOT
 from xbus.cli.main import app
 from xbus.core.values import to_json
 from xbus.producers.demodata import DemoData
+from xbus.streams.decision import Decision
+from xbus.streams.explanation import Explanation, explain_json
 
 GRANT = ROOT / "grants" / "one_stop_centre" / "business_licence.yaml"
 LICENCE = json.loads(to_json(DemoData(seed=7).business_licence()))
@@ -111,3 +113,29 @@ def test_a_protected_value_is_never_quoted_back(tmp_path: Path) -> None:
     assert code == 1
     assert "after.contact_phone" in flat and "got a int (not shown: the field is personal)" in flat
     assert "139" not in flat and secret_id not in flat and secret_id[:10] not in flat
+
+
+def test_a_pseudonym_without_its_secret_is_the_decision_failed_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XBUS_PSEUDONYM_KEY")
+    monkeypatch.delenv("XBUS_PSEUDONYM_KEY_FILE", raising=False)
+    monkeypatch.setenv("XBUS_HOME", str(tmp_path / "home"))
+    record = json.loads(to_json(DemoData(seed=7).vaccination_record()))
+    event = _event(tmp_path, json.dumps({"op": "CREATE", "after": record}))
+    grant = ROOT / "grants" / "district_cdc" / "vaccination_record.yaml"
+    code, out = _explain("--grant", str(grant), "--event", str(event))
+    assert code == 0, out
+    explained = json.loads(out)
+    assert explained["decision"] == "failed"
+    assert "XBUS_PSEUDONYM_KEY" in explained["reason"]
+    assert record["person"]["id_number"] not in out
+
+
+def test_a_double_that_is_no_number_is_written_as_a_string() -> None:
+    explanation = Explanation(
+        "g", 1, Decision("delivered", "", {"after": {"ratio": float("nan"), "x": float("inf")}}), {}
+    )
+    text = explain_json(explanation)
+    assert json.loads(text)["received"]["after"] == {"ratio": "NaN", "x": "Infinity"}
+    assert "NaN," not in text and ": NaN" not in text
