@@ -204,7 +204,7 @@ class _Checker:
             op = "||" if rule == "conditionalor" else "&&"
             self.want_bool(kids[0], a, f"the left of {op}")
             self.want_bool(kids[1], b, f"the right of {op}")
-            return Value(BOOL, a.reads | b.reads)
+            return Value(_fails_on_null(BOOL, a, b), a.reads | b.reads)
         if rule in ("relation", "addition", "multiplication"):
             if len(kids) == 1:
                 return self.walk(kids[0], scope)
@@ -215,17 +215,20 @@ class _Checker:
             if left_node.data in ("relation_eq", "relation_ne") and NULL in (a.type, b.type):
                 # Whether an event's before or after is there tells its op, not its values.
                 reads = _presence(a) | _presence(b)
-            return Value(self.operator(node, left_node.data, a.type, b.type), reads)
+            result = self.operator(node, left_node.data, a.type, b.type)
+            if left_node.data not in ("relation_eq", "relation_ne"):
+                result = _fails_on_null(result, a, b)
+            return Value(result, reads)
         if rule == "unary":
             if len(kids) == 1:
                 return self.walk(kids[0], scope)
             v = self.walk(kids[1], scope)
             if kids[0].data == "unary_not":
                 self.want_bool(kids[1], v, "the operand of !")
-                return Value(BOOL, v.reads)
+                return Value(_fails_on_null(BOOL, v), v.reads)
             if v.type.kind not in ("int", "double", "duration", "dyn", "error"):
                 return self.fail(node, f"no such overload: -{v.type}")
-            return Value(replace(v.type, nullable=False), v.reads)
+            return Value(v.type, v.reads)
         if rule in ("member", "primary", "paren_expr"):
             return self.walk(kids[0], scope)
         if rule == "member_dot":
@@ -380,7 +383,7 @@ class _Checker:
                     f"no such overload: {name}() of a {arg.type.kind} "
                     f"(it takes {' or '.join(kinds)})",
                 )
-        return Value(result, reads)
+        return Value(_fails_on_null(result, *args), reads)
 
     def macro(
         self,
@@ -411,10 +414,11 @@ class _Checker:
         if name in ("all", "exists", "exists_one", "filter") or len(parts) == 2:
             self.want_bool(arg_nodes[1], parts[0], f"the condition of {name}()")
         if name == "filter":
-            return Value(CelType("list", item=element.type), reads)
+            return Value(_fails_on_null(CelType("list", item=element.type), target), reads)
         if name == "map":
-            return Value(CelType("list", item=_whole(parts[-1]).type), reads)
-        return Value(BOOL, reads)
+            mapped = CelType("list", item=_whole(parts[-1]).type)
+            return Value(_fails_on_null(mapped, target), reads)
+        return Value(_fails_on_null(BOOL, target, *parts), reads)
 
     def operator(self, node: Tree[Any], op: str, a: CelType, b: CelType) -> CelType:
         if "error" in (a.kind, b.kind):
@@ -515,6 +519,14 @@ def _bare_ident(node: Tree[Any]) -> str | None:
     if isinstance(node, Tree) and node.data == "ident":
         return str(node.children[0])
     return None
+
+
+def _fails_on_null(result: CelType, *operands: Value) -> CelType:
+    """``result`` made nullable where an operand may be null: the operation then raises, and
+    what raises counts as null (a nullable derived field is null, a row filter fails)."""
+    if any(o.type.nullable or o.type.kind == "null" for o in operands):
+        return replace(result, nullable=True)
+    return result
 
 
 def _presence(value: Value) -> frozenset[str]:
