@@ -100,21 +100,33 @@ def _event(op: Op = Op.CREATE) -> ChangeEvent:
             {
                 "derive": {
                     "n": {
-                        "cel": "size(record.contact_phone)",
+                        "cel": "size(record.name) / 0",
                         "type": "int",
-                        "approved_unmasked": "T-1",
+                        "nullable": False,
                     }
                 }
             },
             Op.CREATE,
-            ("failed", "derive.n failed: no function or variable 'size' that applies here"),
+            ("failed", "derive.n failed: division by zero"),
         ),
         (
-            {"derive": {"n": {"cel": "9223372036854775807 + size(record.name)", "type": "long"}}},
+            {
+                "derive": {
+                    "n": {
+                        "cel": "9223372036854775807 + size(record.name)",
+                        "type": "long",
+                        "nullable": False,
+                    }
+                }
+            },
             Op.CREATE,
             ("failed", "derive.n failed: arithmetic overflow"),
         ),
-        ({"derive": {"n": {"cel": "2147483648", "type": "int"}}}, Op.CREATE, None),
+        (
+            {"derive": {"n": {"cel": "2147483648", "type": "int", "nullable": False}}},
+            Op.CREATE,
+            None,
+        ),
     ],
 )
 def test_each_outcome_and_its_reason(
@@ -125,6 +137,23 @@ def test_each_outcome_and_its_reason(
         expected = ("failed", "derive.n gave an int out of the range of int")
     assert (decision.outcome, decision.reason) == expected
     assert decision.view is None
+
+
+@pytest.mark.parametrize(
+    ("cel", "kind"),
+    [
+        ("size(record.contact_phone)", "int"),  # raises: the phone is null
+        ("9223372036854775807 + size(record.name)", "long"),  # overflows
+        ("2147483648", "int"),  # beyond 32 bits
+    ],
+)
+def test_a_nullable_derived_field_that_fails_at_run_time_is_null(cel: str, kind: str) -> None:
+    """Why: a validated grant's derived field failed at run time and sent every event to the
+    dead letters, where the docs promised null."""
+    rule = {"cel": cel, "type": kind, "approved_unmasked": "T-1"}
+    decision = decide(_grant(derive={"n": rule}), _event(), NOW)
+    assert (decision.outcome, decision.reason) == ("delivered", "")
+    assert decision.view is not None and decision.view["after"]["n"] is None
 
 
 def test_a_delivered_view_is_the_envelope_with_the_records_transformed() -> None:
@@ -239,5 +268,7 @@ def test_the_decision_depends_on_nothing_but_its_arguments() -> None:
             "delivered",
             "",
             {**event, "after": {"credit_code": LICENCE["credit_code"], "status": "ACTIVE"}},
+            LICENCE["credit_code"].encode(),
+            True,
         )
     )

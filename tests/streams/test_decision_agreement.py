@@ -23,6 +23,7 @@ from xbus.core import headers
 from xbus.core.catalog import Catalog
 from xbus.core.envelope import ChangeEvent, Op, change_event, record_full_name, with_union_branches
 from xbus.core.serde import WireEncoder, WriterSchemas
+from xbus.core.topics import DEAD_LETTER_TOPIC, subscriber_dead_letter_topic
 from xbus.core.validation import RecordValidator
 from xbus.producers.demodata import DemoData
 from xbus.streams.explanation import as_decoded, explain
@@ -84,17 +85,20 @@ ROW_FILTERS = [
     "duration((after != null ? after : before).legal_representative_id) > duration('1s')",
     "(after != null ? after : before).name + dyn(1) == 2",  # string + int raises
 ]
-# Derived fields that hold or raise (validation refuses those of another type than declared).
+# Derived fields that hold or raise (validation refuses those of another type than declared);
+# one that raises is null where nullable, and fails the grant's event where not.
 DERIVED = [
     None,
-    ("record.registered_capital >= 1000000.0 ? 'large' : 'small'", "string"),
-    ("now.getFullYear() - record.established_on.getFullYear()", "int"),
-    ("size(record.name) / 0", "int"),
-    ("record[op] == 'x'", "boolean"),  # no such field: CREATE, UPDATE...
-    ("size(record.contact_phone)", "int"),  # raises where the phone is null
-    ("int(record.legal_representative_id)", "long"),
-    ("9223372036854775807 + size(record.name)", "long"),
-    ("record.registered_capital * 2.0", "double"),
+    ("record.registered_capital >= 1000000.0 ? 'large' : 'small'", "string", True),
+    ("now.getFullYear() - record.established_on.getFullYear()", "int", True),
+    ("size(record.name) / 0", "int", True),
+    ("size(record.name) / 0", "int", False),
+    ("record[op] == 'x'", "boolean", True),  # no such field: CREATE, UPDATE...
+    ("size(record.contact_phone)", "int", True),  # raises where the phone is null
+    ("int(record.legal_representative_id)", "long", True),
+    ("9223372036854775807 + size(record.name)", "long", True),
+    ("9223372036854775807 + size(record.name)", "long", False),
+    ("record.registered_capital * 2.0", "double", True),
 ]
 DAY = dt.timedelta(days=1)
 HOUR = dt.timedelta(hours=1)
@@ -169,7 +173,14 @@ def grants(draw: st.DrawFn, number: int) -> Grant:
             "fields": fields,
             "derive": {}
             if derived is None
-            else {"extra": {"cel": derived[0], "type": derived[1], "approved_unmasked": "P-1"}},
+            else {
+                "extra": {
+                    "cel": derived[0],
+                    "type": derived[1],
+                    "nullable": derived[2],
+                    "approved_unmasked": "P-1",
+                }
+            },
             "lookup": (
                 {"district_name": {"table": "districts", "key": "district_code"}}
                 if draw(st.booleans())
@@ -204,6 +215,18 @@ def events(draw: st.DrawFn) -> ChangeEvent:
     )
 
 
+def _assert_key_from_the_view(grant: CompiledGrant, view: ChangeEvent, key: bytes | None) -> None:
+    """The credit code keys a delivery only as the view has it (as is or hashed), and never
+    where the grant withholds it or masks it so that records could share a value."""
+    rule = grant.grant.fields.get("credit_code")
+    record = view["after"] or view["before"]
+    assert record is not None and key is not None
+    if rule is not None and (rule.mask is None or rule.mask.type in ("hash", "pseudonym")):
+        assert key.decode() == record[rule.rename or "credit_code"]
+    else:
+        assert len(key) == 32 and all(c in b"0123456789abcdef" for c in key)
+
+
 def _wire(grant: CompiledGrant, view: ChangeEvent) -> bytes:
     return WireEncoder(0, grant.view_schema).encode(
         with_union_branches(view, record_full_name(grant.view_record))
@@ -236,9 +259,7 @@ def test_explain_and_the_engine_decide_alike(
     [audit] = routing.audit
     decisions = json.loads(audit.value or b"")["decisions"]
     delivered = {grant.grant.grant: output for grant, output in routing.deliveries}
-    dead = {
-        dict(o.headers)[headers.GRANT_ID].decode(): dict(o.headers) for o in routing.dead_letters
-    }
+    dead = {dict(o.headers)[headers.GRANT_ID].decode(): o for o in routing.dead_letters}
     assert [d["grant"] for d in decisions] == [g.grant for g in granted]
     for grant, decided in zip(compiled, decisions, strict=True):
         explained = explain(grant, as_decoded(event, DATASET), NOW, snapshot).decision
@@ -249,14 +270,32 @@ def test_explain_and_the_engine_decide_alike(
         if explained.view is not None:
             assert explained.reason == ""
             assert delivered[grant_id].value == _wire(grant, explained.view)
+            # The key explain reports is the engine's, and comes from the view.
+            assert delivered[grant_id].key == explained.key is not None
+            _assert_key_from_the_view(grant, explained.view, explained.key)
         else:
             assert grant_id not in delivered
             assert explained.reason
         if explained.outcome == "failed":
-            assert dead[grant_id][headers.DLQ_REASON] == b"grant_failed"
-            assert dead[grant_id][headers.DLQ_ERROR].decode() == (
+            letter = dead[grant_id]
+            letter_headers = dict(letter.headers)
+            assert letter_headers[headers.DLQ_REASON] == b"grant_failed"
+            assert letter_headers[headers.DLQ_ERROR].decode() == (
                 f"grant {grant_id} v1: {explained.reason}"
             )
+            if explained.rows_held:
+                # The subscriber's own dead letters: the envelope, never the records.
+                assert letter.topic == subscriber_dead_letter_topic(grant.grant.subscriber)
+                assert letter.key == explained.key
+                held = json.loads(letter.value or b"")
+                assert "before" not in held and "after" not in held
+                assert held["event_id"] == event["event_id"]
+            else:  # the row filter failed: the office's, with the original bytes
+                assert (letter.topic, letter.key, letter.value) == (
+                    DEAD_LETTER_TOPIC,
+                    b"key",
+                    source,
+                )
         else:
             assert grant_id not in dead
     records = [r for r in (event["before"], event["after"]) if r is not None]

@@ -147,7 +147,8 @@ def test_two_grants_of_one_subscriber_on_one_dataset_are_refused(tmp_path: Path)
     )
 
 
-def test_masks() -> None:
+def test_masks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XBUS_PSEUDONYM_KEY", "k" * 32)
     assert ShowLast(type="show_last", n=4).function()("310115199001011234") == "*" * 14 + "1234"
     assert ShowFirst(type="show_first", n=1).function()("张三丰") == "张**"
     cut = District(type="district").function()
@@ -157,9 +158,8 @@ def test_masks() -> None:
     assert Round(type="round", step=decimal.Decimal(1000)).function()(
         decimal.Decimal("12345.67")
     ) == decimal.Decimal("12000.00")
-    assert Hash(type="hash").function()("a") == (
-        "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
-    )
+    hashed = Hash(type="hash").function()("a")  # keyed: see tests/streams/test_keys.py
+    assert hashed.startswith("v1:") and "ca978112ca1bbdcafac231b39a23dc4d" not in hashed
 
 
 def test_pseudonyms_are_keyed_and_stable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +199,7 @@ def test_explain_says_what_the_subscriber_receives_and_why(monkeypatch: pytest.M
         after={**licence, "district_code": "310104"},
         system="t",
     )
-    assert explain(grant, elsewhere, NOW, None).decision == (
+    assert explain(grant, elsewhere, NOW, None).decision[:3] == (
         "filtered",
         "row filter is false",
         None,

@@ -89,10 +89,13 @@ class DerivedField:
     mask_type: str = ""
 
     def value(self, context: Any) -> Any:
-        """The field's value in ``context``; raises ``GrantFailed`` where it cannot be had."""
+        """The field's value in ``context``: null where the expression fails or gives another
+        type than declared and the field is nullable; else raises ``GrantFailed``."""
         try:
             result = self.program.execute(context)
         except Exception as exc:  # CEL raises builtin errors of many kinds
+            if self.nullable:
+                return None
             raise GrantFailed(
                 f"derive.{self.name} failed: {cel_failure(exc, self.source)}"
             ) from exc
@@ -101,6 +104,8 @@ class DerivedField:
                 raise GrantFailed(f"derive.{self.name} gave null; it is declared nullable: false")
             return None
         if not DERIVED_TYPES[self.declared](result):
+            if self.nullable:
+                return None
             kind = cel_type(result)
             raise GrantFailed(
                 f"derive.{self.name} gave an int out of the range of {self.declared}"

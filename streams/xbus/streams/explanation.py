@@ -42,6 +42,8 @@ class Explanation:
             "fields": self.fields,
             "row_filter": self.row_filter,
             "received": self.decision.view,
+            # The record's key as the subscriber receives it: never the source key.
+            "key": None if self.decision.key is None else self.decision.key.decode(),
         }
 
 

@@ -95,7 +95,12 @@ class ShowLast(_Mask):
 
 
 class Hash(_Mask):
-    """The SHA-256 of the value, in hex: equal values stay equal, nothing else is kept."""
+    """A keyed hash: HMAC-SHA256 of the value with a key derived from the office secret,
+    written ``v1:<key id>:<64 hex>``. Equal values stay equal under one secret; without the
+    secret nobody can recompute it, so enumerating the candidates of a small space (every
+    resident ID number of a district and a birth year) finds nothing. ``v1`` is the scheme,
+    the key id names the secret (a new secret, a new id), so values hashed before and after
+    a rotation are told apart rather than silently compared."""
 
     type: Literal["hash"]
 
@@ -103,7 +108,21 @@ class Hash(_Mask):
         return (STRING, *NUMBERS, DATE, TIMESTAMP)
 
     def function(self) -> Callable[[Any], Any]:
-        return lambda v: hashlib.sha256(_text(v).encode()).hexdigest()
+        # Read on first use, so a grant validates without the secret.
+        keyed: list[tuple[hmac.HMAC, str]] = []
+
+        def keyed_hash(v: Any) -> str:
+            if not keyed:
+                secret = pseudonym_key()
+                keyed.append(
+                    (keyed_digest(secret, HASH_DOMAIN), f"{HASH_VERSION}:{key_id(secret)}:")
+                )
+            digest, prefix = keyed[0]
+            mac = digest.copy()
+            mac.update(_text(v).encode())
+            return prefix + mac.hexdigest()
+
+        return keyed_hash
 
 
 class Pseudonym(_Mask):
@@ -225,6 +244,25 @@ def _text(value: Any) -> str:
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     return str(value)
+
+
+# The keyed hash's scheme, and the labels that derive one key per use from the office secret:
+# a hash, a record key and a key id of one value never coincide.
+HASH_VERSION = "v1"
+HASH_DOMAIN = b"xbus/hash/v1"
+RECORD_KEY_DOMAIN = b"xbus/record-key/v1"
+_KEY_ID_DOMAIN = b"xbus/key-id/v1"
+
+
+def keyed_digest(secret: bytes, domain: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 ready to take a value, keyed with the key ``secret`` derives for
+    ``domain`` (HMAC-SHA256 of the domain); copy it for each value."""
+    return hmac.new(hmac.new(secret, domain, hashlib.sha256).digest(), digestmod=hashlib.sha256)
+
+
+def key_id(secret: bytes) -> str:
+    """Eight hex characters that name ``secret`` without telling anything of it."""
+    return hmac.new(secret, _KEY_ID_DOMAIN, hashlib.sha256).hexdigest()[:8]
 
 
 def pseudonym_key() -> bytes:

@@ -35,6 +35,7 @@ from xbus.streams.expressions import (
     failure_text,
 )
 from xbus.streams.grants import FieldRule, Grant
+from xbus.streams.keys import RecordKey
 from xbus.streams.masks import Nullify, base_type, kind_of
 
 # One step of a view's transformation: read the source record, write the view record.
@@ -280,6 +281,7 @@ class CompiledGrant:
     transform: Transform
     masks: tuple[str, ...]
     row_reads: Mapping[str, str] = field(default_factory=dict)
+    record_key: RecordKey | None = None
 
     @property
     def topic(self) -> str:
@@ -399,4 +401,5 @@ def check_and_compile(
         transform,
         tuple(builder.masks),
         row_reads,
+        RecordKey(grant, dataset),
     )

@@ -2,10 +2,14 @@
 
 The record is decoded once (its writer schema fetched by id and parsed once); each grant on
 its dataset is judged by ``decide``; what a grant delivers is encoded with the grant's view
-schema and addressed to ``deliver.<subscriber>.<dataset>``, keyed as the source, with
-headers naming the event, the grant and version, and the source coordinates. Every decision
-goes into one audit record; what cannot be decoded, and every ``failed`` decision, becomes a
-dead letter with its reason and the original bytes. ``xbus.streams.worker`` writes it all.
+schema and addressed to ``deliver.<subscriber>.<dataset>``, keyed as the decision says (from
+the view, never the source key), with headers naming the event, the grant and version, and
+the source coordinates. Every decision goes into one audit record. What cannot be decoded,
+and a grant whose row filter fails, becomes a dead letter on the office's
+``_xbus.dead-letters`` with its reason and the original bytes; a grant that fails after its
+row filter held becomes a dead letter on the subscriber's own
+``deliver.<subscriber>._dead_letters``, holding only the event's envelope without its
+records, keyed as its delivery would have been. ``xbus.streams.worker`` writes it all.
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ from xbus.core.errors import RegistryUnavailable, SerializationError
 from xbus.core.headers import Headers
 from xbus.core.metrics import DEAD_LETTERS, EVENTS_DENIED, EVENTS_FILTERED, MASKS_APPLIED
 from xbus.core.serde import EventDecoder, WireEncoder
-from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, value_subject
+from xbus.core.topics import (
+    AUDIT_TOPIC,
+    DEAD_LETTER_TOPIC,
+    subscriber_dead_letter_topic,
+    value_subject,
+)
 from xbus.streams.decision import CelEvent, Decision, decide
 from xbus.streams.exceptions import GrantFailed
 from xbus.streams.expressions import failure_text
@@ -111,11 +120,12 @@ def written(
         encoder, record_name = encoders(grant)
         return decision, encoder.encode(with_union_branches(decision.view, record_name))
     except GrantFailed as exc:
-        return Decision("failed", str(exc)), None
+        reason = str(exc)
     except RegistryUnavailable:
         raise
     except Exception as exc:
-        return Decision("failed", f"the view does not encode: {failure_text(exc)}"), None
+        reason = f"the view does not encode: {failure_text(exc)}"
+    return decision._replace(outcome="failed", reason=reason, view=None), None
 
 
 @functools.cache
@@ -138,6 +148,7 @@ class _Target:
     labels: tuple[str, str]
     filtered: Any
     masks_applied: tuple[Any, ...]
+    dead_letters: str
 
     @classmethod
     def of(cls, grant: CompiledGrant) -> _Target:
@@ -153,6 +164,7 @@ class _Target:
             tuple(
                 metric_child(MASKS_APPLIED, *labels, mask.split(":", 1)[1]) for mask in grant.masks
             ),
+            subscriber_dead_letter_topic(grant.grant.subscriber),
         )
 
 
@@ -225,10 +237,16 @@ class Router:
                 decision, encoded = written(grant, decision, self._encoders)
             outcome = decision.outcome
             if encoded is not None:
-                output = Output(grant.topic, key, encoded, [event_header, *target.headers, *source])
+                output = Output(
+                    grant.topic, decision.key, encoded, [event_header, *target.headers, *source]
+                )
                 routing.deliveries.append((grant, output))
                 for counter in target.masks_applied:
                     counter.inc()
+            elif outcome == "failed" and decision.rows_held:
+                routing.dead_letters.append(
+                    self._subscriber_dead_letter(target, event, decision, [event_header, *source])
+                )
             elif outcome == "failed":
                 routing.dead_letters.append(
                     self._dead_letter(
@@ -273,6 +291,35 @@ class Router:
                 )
             )
         return routing
+
+    def _subscriber_dead_letter(
+        self, target: _Target, event: ChangeEvent, decision: Decision, source: Headers
+    ) -> Output:
+        """A failure after the row filter held, for the subscriber: it may know the event
+        exists, and nothing of its records."""
+        metric_child(DEAD_LETTERS, GrantFailed.reason).inc()
+        grant = target.grant
+        envelope = {k: v for k, v in event.items() if k not in ("before", "after")}
+        detail = f"grant {grant.grant.grant} v{grant.version}: {decision.reason}"
+        return Output(
+            target.dead_letters,
+            decision.key,
+            orjson.dumps(
+                {
+                    **envelope,
+                    "grant": grant.grant.grant,
+                    "version": grant.version,
+                    "reason": decision.reason,
+                },
+                default=str,
+            ),
+            [
+                *source,
+                *target.headers,
+                (headers.DLQ_REASON, _header(GrantFailed.reason)),
+                (headers.DLQ_ERROR, _header(detail)[: headers.DLQ_ERROR_LIMIT]),
+            ],
+        )
 
     def _dead_letter(
         self, key: bytes | None, value: bytes | None, reason: str, detail: str, source: Headers

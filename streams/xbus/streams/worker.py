@@ -29,7 +29,7 @@ from xbus.core.metrics import ENGINE_LATENCY, ENGINE_PARTITIONS, EVENTS_DELIVERE
 from xbus.core.producing import produce_and_confirm
 from xbus.core.serde import WriterSchemas, registry_client
 from xbus.core.settings import BusSettings, home_dir
-from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, GRANTS_TOPIC
+from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, DELIVERY_PREFIX, GRANTS_TOPIC
 from xbus.streams.routing import Output, Router, Routing, ViewEncoders, metric_child
 from xbus.streams.sources import SourceWatcher, engine_catalog
 from xbus.streams.state import PolicyState
@@ -156,9 +156,15 @@ def build_app(
         async for events in batches:
             started = time.perf_counter()
             routings = await _route_until_done(router, events)
-            missing = {o.topic for r in routings for _, o in r.deliveries} - known_topics
+            # The subscribers' topics, and their dead-letter topics (one partition: a few
+            # letters, read in order), made on first write.
+            missing = {
+                o.topic for r in routings for o in r.outputs if o.topic.startswith(DELIVERY_PREFIX)
+            } - known_topics
             if missing:
-                ensure_topics(settings, {t: 3 for t in missing})
+                ensure_topics(
+                    settings, {t: 1 if t.endswith("._dead_letters") else 3 for t in missing}
+                )
                 known_topics.update(missing)
             loop = asyncio.get_running_loop()
             # Acknowledged by Kafka before the offsets move on; the wait runs off the event loop.
