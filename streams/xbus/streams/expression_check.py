@@ -522,9 +522,10 @@ def _bare_ident(node: Tree[Any]) -> str | None:
 
 
 def _fails_on_null(result: CelType, *operands: Value) -> CelType:
-    """``result`` made nullable where an operand may be null: the operation then raises, and
-    what raises counts as null (a nullable derived field is null, a row filter fails)."""
-    if any(o.type.nullable or o.type.kind == "null" for o in operands):
+    """``result`` made nullable where an operand may be null (a ``dyn`` may be anything): the
+    operation then raises, and what raises counts as null (a nullable derived field is null, a
+    row filter fails)."""
+    if any(o.type.nullable or o.type.kind in ("null", "dyn") for o in operands):
         return replace(result, nullable=True)
     return result
 
