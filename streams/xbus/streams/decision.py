@@ -25,7 +25,6 @@ from typing import Literal, NamedTuple
 
 import cel
 
-from xbus.core.catalog import Dataset
 from xbus.core.envelope import ChangeEvent
 from xbus.streams.exceptions import GrantFailed
 from xbus.streams.expressions import cel_failure, cel_type, cel_value, failure_text
@@ -51,24 +50,14 @@ ROW_FILTER_FALSE = Decision("filtered", "row filter is false")
 
 
 class CelEvent:
-    """An event as grants read it: converted to CEL values, and its business key, each on
-    first use, then shared by every grant judged on the same event (the conversion costs
-    more than a filter)."""
+    """An event as row filters read it: converted to CEL values on first use, then shared by
+    every grant judged on the same event (the conversion costs more than a filter)."""
 
-    __slots__ = ("_business_key", "_context", "_event")
+    __slots__ = ("_context", "_event")
 
     def __init__(self, event: ChangeEvent) -> None:
         self._event = event
         self._context: cel.Context | None = None
-        self._business_key: str | None = None
-
-    def business_key(self, dataset: Dataset) -> str:
-        """The business key of the event's record (``after``, or ``before`` of a DELETE),
-        as the source keys it."""
-        if self._business_key is None:
-            record = self._event["after"] or self._event["before"]
-            self._business_key = dataset.key_of(record) if record is not None else ""
-        return self._business_key
 
     def context(self) -> cel.Context:
         """The CEL context of the event's variables (``op``, ``before``, ``after``...)."""
@@ -95,9 +84,8 @@ def decide(
     op = event["op"]
     if op not in g.operations:
         return Decision("denied", f"operation {op} not granted")
-    cel_event = cel_event or CelEvent(event)
     if grant.rows is not None:
-        context = cel_event.context()
+        context = (cel_event or CelEvent(event)).context()
         try:
             verdict = grant.rows.execute(context)
         except Exception as exc:  # CEL raises builtin errors of many kinds
@@ -108,7 +96,9 @@ def decide(
             return Decision("failed", f"row filter gave a {cel_type(verdict)}, not a bool")
     key = None
     try:
-        key = record_key(grant, event, cel_event)
+        record = event["after"] or event["before"]
+        if grant.record_key is not None and record is not None:
+            key = grant.record_key(record)
         before = grant.transform(event["before"], op, now, tables)
         after = grant.transform(event["after"], op, now, tables)
     except GrantFailed as exc:
@@ -118,20 +108,3 @@ def decide(
     view = event.copy()
     view["before"], view["after"] = before, after
     return Decision("delivered", "", view, key, True)
-
-
-def record_key(grant: CompiledGrant, event: ChangeEvent, cel_event: CelEvent) -> bytes | None:
-    """The key of what ``grant`` delivers of ``event`` (see ``xbus.streams.keys``); raises
-    ``GrantFailed`` where the key's mask or pseudonym fails."""
-    record = event["after"] or event["before"]
-    if grant.record_key is None or record is None:
-        return None
-    try:
-        return grant.record_key(record, cel_event.business_key(grant.dataset))
-    except Exception as exc:
-        what = "the record key's pseudonym"
-        for name, fn in grant.record_key.sent:
-            if fn is not None:
-                mask = grant.grant.fields[name].mask
-                what = f"mask {mask.type if mask else ''} on {name}"
-        raise GrantFailed(f"{what} failed: {failure_text(exc)}") from exc

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from xbus.core.catalog import Dataset
+from xbus.streams.exceptions import GrantFailed
+from xbus.streams.expressions import failure_text
 from xbus.streams.grants import Grant
 from xbus.streams.masks import RECORD_KEY_DOMAIN, keyed_digest, pseudonym_key
 
@@ -29,19 +31,21 @@ _KEEPS_APART = ("hash", "pseudonym")
 class RecordKey:
     """How one grant keys what it delivers; built once per compiled grant."""
 
-    __slots__ = ("_digest", "_domain", "sent")
+    __slots__ = ("_business_key", "_digest", "_domain", "_sent")
 
     def __init__(self, grant: Grant, dataset: Dataset) -> None:
-        sent: list[tuple[str, Callable[[Any], Any] | None]] = []
+        sent: list[tuple[str, Callable[[Any], Any] | None, str]] = []
         for name in dataset.business_key:
             rule = grant.fields.get(name)
             if rule is None or (rule.mask is not None and rule.mask.type not in _KEEPS_APART):
                 sent = []
                 break
-            sent.append((name, rule.mask.function() if rule.mask is not None else None))
-        # The business-key fields with the function the view applies to each, when the grant
+            mask = rule.mask
+            sent.append((name, mask.function() if mask else None, mask.type if mask else ""))
+        # The business-key fields, each with the mask the view applies to it, when the grant
         # sends them all apart; else empty, and the key is a pseudonym.
-        self.sent: tuple[tuple[str, Callable[[Any], Any] | None], ...] = tuple(sent)
+        self._sent = tuple(sent)
+        self._business_key = dataset.business_key
         self._domain = (
             RECORD_KEY_DOMAIN
             + b"\0"
@@ -52,16 +56,35 @@ class RecordKey:
         # Made on first use, so that a grant compiles without the secret.
         self._digest: hmac.HMAC | None = None
 
-    def __call__(self, record: dict[str, Any], business_key: str) -> bytes:
-        """The key of the view of ``record`` (the event's record, whose business key as the
-        source keys it is ``business_key``). Raises what a mask or the secret raises."""
-        if self.sent:
-            return "|".join(
-                str(record[name] if fn is None or record[name] is None else fn(record[name]))
-                for name, fn in self.sent
-            ).encode()
+    @property
+    def from_fields(self) -> bool:
+        """Whether the key is the business-key fields as the view has them (else a
+        pseudonym)."""
+        return bool(self._sent)
+
+    def __call__(self, record: dict[str, Any]) -> bytes:
+        """The key of the view of ``record`` (the event's ``after``, or ``before`` of a
+        DELETE). Raises ``GrantFailed`` where a key field's mask or the secret fails."""
+        if self._sent:
+            parts = []
+            for name, mask, mask_type in self._sent:
+                value = record[name]
+                if mask is not None and value is not None:
+                    try:
+                        value = mask(value)
+                    except Exception as exc:
+                        raise GrantFailed(
+                            f"mask {mask_type} on {name} failed: {failure_text(exc)}"
+                        ) from exc
+                parts.append(str(value))
+            return "|".join(parts).encode()
         if self._digest is None:
-            self._digest = keyed_digest(pseudonym_key(), self._domain)
+            try:
+                self._digest = keyed_digest(pseudonym_key(), self._domain)
+            except Exception as exc:
+                raise GrantFailed(
+                    f"the record key's pseudonym failed: {failure_text(exc)}"
+                ) from exc
         mac = self._digest.copy()
-        mac.update(business_key.encode())
+        mac.update("|".join(str(record[k]) for k in self._business_key).encode())
         return mac.hexdigest()[:32].encode()
