@@ -156,10 +156,11 @@ def test_nothing_withheld_masked_or_filtered_reaches_the_subscriber(
 
 # -- Generated datasets, and grants that derive, rename, look up and filter ------------------
 #
-# Every string field holds a distinctive marker (as above). A grant that validates must
-# deliver no marker of a personal or sensitive field, unless the grant approves that field
-# unmasked, or approves a derived field or a lookup that reads it; and it must deliver a view
-# that encodes with its own schema (no dead letter on a well-formed event).
+# Every string field holds a distinctive marker (as above), or null where it is optional. A
+# grant that validates must deliver no marker of a personal or sensitive field — in the
+# values, the record keys (the business key is of any class) or the headers — unless the grant
+# approves that field unmasked, or approves a derived field or a lookup that reads it; and it
+# must deliver a view that encodes with its own schema (no dead letter on a well-formed event).
 
 CLASSES = ("public", "internal", "personal", "sensitive")
 PROTECTED = ("personal", "sensitive")
@@ -189,7 +190,7 @@ READS = [
 ]
 ROW_FILTERS_READING = [
     "after != null && after.{f} != ''",
-    "[after].exists(r, r != null && r.{f}.startsWith('Z'))",
+    "[after].exists(r, r != null && r.{f} != null && r.{f}.startsWith('Z'))",
     "after.no_such_field == 'x'",  # never validates
     "size(after.{f}) + 1",  # not a bool: never validates
 ]
@@ -198,7 +199,10 @@ NAMES = ["a", "b", "d0", "d1", "f0", "f1", "person", "not-a-name"]
 
 @st.composite
 def datasets(draw: st.DrawFn) -> Dataset:
-    fields: list[dict[str, Any]] = [{"name": "key", "type": "string", "classification": "public"}]
+    # The business key is a field like any other: of any class.
+    fields: list[dict[str, Any]] = [
+        {"name": "key", "type": "string", "classification": draw(st.sampled_from(CLASSES))}
+    ]
     for i in range(draw(st.integers(1, 5))):
         optional = draw(st.booleans())
         fields.append(
@@ -242,6 +246,11 @@ def datasets(draw: st.DrawFn) -> Dataset:
     )
 
 
+def optional(dataset: Dataset, name: str) -> bool:
+    """Whether the top-level field ``name`` may be null."""
+    return isinstance(dataset.field(name)["type"], list)
+
+
 def _leaves(dataset: Dataset) -> list[str]:
     parents = {p.rsplit(".", 1)[0] for p in dataset.classifications if "." in p}
     return [p for p in dataset.classifications if p not in parents]
@@ -253,7 +262,7 @@ def grants_on(draw: st.DrawFn, dataset: Dataset) -> tuple[dict[str, Any], dict[s
     lets it out unmasked with an approval (so that its value may arrive)."""
     leaves = _leaves(dataset)
     approved: dict[str, set[str]] = {p: set() for p in leaves}
-    fields: dict[str, Any] = {"key": {}}
+    fields: dict[str, Any] = {}
     for path in [*leaves, "person"] if "person" in dataset.classifications else leaves:
         how = draw(st.sampled_from(["withheld", "as_is", "approved", "masked"]))
         if how == "withheld":
@@ -274,6 +283,8 @@ def grants_on(draw: st.DrawFn, dataset: Dataset) -> tuple[dict[str, Any], dict[s
         path = draw(st.sampled_from(leaves))
         template, declared, copies = draw(st.sampled_from(READS))
         rule = {"cel": template.format(f=path), "type": declared}
+        if draw(st.integers(0, 3)) == 0:
+            rule["nullable"] = False
         name = draw(st.sampled_from(NAMES))
         treatment = draw(st.sampled_from(["none", "approved", "masked"]))
         if treatment == "approved":
@@ -326,12 +337,15 @@ def test_no_grant_that_validates_lets_a_protected_value_out_unapproved(
         return  # refused against the dataset
     leaves = _leaves(dataset)
     values = {p: f"Z{i}Z" + data.draw(secret) for i, p in enumerate(leaves)}
+    nulls = {  # an optional field may be null: a validated grant must still deliver
+        p for p in leaves if "." not in p and optional(dataset, p) and data.draw(st.booleans())
+    }
     record: dict[str, Any] = {"person": {}} if "person" in dataset.classifications else {}
     for path, value in values.items():
         if path.startswith("person."):
             record["person"][path.split(".", 1)[1]] = value
         else:
-            record[path] = value
+            record[path] = None if path in nulls else value
     event = change_event(
         department="prop",
         dataset="thing",
@@ -347,12 +361,17 @@ def test_no_grant_that_validates_lets_a_protected_value_out_unapproved(
         ViewEncoders(None),
     )
 
-    routing = router.route(dataset.topic, 0, 0, b"k", b"ignored", NOW)
+    routing = router.route(dataset.topic, 0, 0, dataset.key_of(record).encode(), b"-", NOW)
 
     assert routing.dead_letters == [], [dict(d.headers) for d in routing.dead_letters]
-    delivered = b"".join((o.value or b"") + (o.key or b"") for _, o in routing.deliveries)
+    delivered = b"".join(
+        (o.value or b"") + (o.key or b"") + b"".join(v for _, v in o.headers)
+        for _, o in routing.deliveries
+    )
     audit = b"".join(o.value or b"" for o in routing.audit)
     for path, value in values.items():
         assert value.encode() not in audit
+        if path in nulls:
+            continue
         if dataset.classifications[path] in PROTECTED and value.encode() in delivered:
             assert approved[path], f"{path} ({dataset.classifications[path]}) leaked: {grant_file}"
