@@ -4,6 +4,7 @@ subscriber's topic actually carries, decoded with stock tools."""
 from __future__ import annotations
 
 import decimal
+import re
 import uuid
 from pathlib import Path
 
@@ -91,7 +92,7 @@ lookup:
     assert after["enterprise_type"] == licence["enterprise_type"][:2] + "*" * (
         len(licence["enterprise_type"]) - 2
     )
-    assert len(after["legal_representative"]) == 64
+    assert re.fullmatch(r"v1:[0-9a-f]{8}:[0-9a-f]{64}", after["legal_representative"])  # keyed
     assert licence["legal_representative"] not in after["legal_representative"]
     assert "legal_representative_id" not in after and len(after["person_key"]) == 32
     assert after["registered_capital"] == decimal.Decimal("1200000.00")
