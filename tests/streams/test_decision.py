@@ -78,23 +78,14 @@ def _event(op: Op = Op.CREATE) -> ChangeEvent:
         ({"operations": ["CREATE"]}, Op.DELETE, ("denied", "operation DELETE not granted")),
         ({"rows": "op == 'UPDATE'"}, Op.CREATE, ("filtered", "row filter is false")),
         (
-            {"rows": "size(after.name) / 0 > 1"},
+            {"rows": "size(after.name) / 0 > 1", "operations": ["CREATE"]},
             Op.CREATE,
             ("failed", "row filter failed: division by zero"),
         ),
         (
-            {"rows": "after[op] == 1"},  # the record has no field CREATE
+            {"rows": "after[op] == 1", "operations": ["CREATE"]},  # the record has no field CREATE
             Op.CREATE,
             ("failed", "row filter failed: no such field or key"),
-        ),
-        (
-            {"rows": "after.status == 'ACTIVE'"},
-            Op.DELETE,
-            (
-                "failed",
-                "row filter failed: no such overload: the operation is not defined for these "
-                "operand types",
-            ),
         ),
         (
             {
@@ -189,7 +180,7 @@ def test_a_failure_never_quotes_the_record() -> None:
         "after.legal_representative_id + dyn(1) == 2",
         "int(after.legal_representative_id) * 9223372036854775807 > 1",
     ):
-        decision = decide(_grant(rows=rows), _event(), NOW)
+        decision = decide(_grant(rows=rows, operations=["CREATE"]), _event(), NOW)
         assert decision.outcome == "failed"
         assert secret not in decision.reason and secret[-6:] not in decision.reason
 
@@ -203,7 +194,7 @@ class _Given:
 
 
 def test_the_routing_dead_letters_a_failure_and_audits_every_decision() -> None:
-    failing = _grant(rows="size(after.name) / 0 > 1")
+    failing = _grant(rows="size(after.name) / 0 > 1", operations=["CREATE"])
     filtering = compile_grant(
         Grant.model_validate(
             {
@@ -260,7 +251,7 @@ def test_a_record_that_is_no_change_event_is_a_dead_letter(decoded: Any) -> None
 
 
 def test_the_decision_depends_on_nothing_but_its_arguments() -> None:
-    grant, event = _grant(rows="after.status == 'ACTIVE'"), _event()
+    grant, event = _grant(rows="after.status == 'ACTIVE'", operations=["CREATE"]), _event()
     assert (
         decide(grant, event, NOW)
         == decide(grant, event, NOW)

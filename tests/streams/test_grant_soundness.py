@@ -69,8 +69,11 @@ def test_a_derived_field_that_reads_a_sensitive_field_needs_a_mask_or_an_approva
     assert "approved_unmasked" in problem
     approved = body.replace('"}', '", approved_unmasked: T-9}')
     assert _problems(tmp_path, approved) == []
-    masked = body.replace('"}', '", mask: {type: show_last, n: 2}}')
+    masked = body.replace('"}', '", mask: {type: pseudonym}}')
     assert _problems(tmp_path, masked) == []
+    shown = body.replace('"}', '", mask: {type: show_last, n: 2}}')
+    [problem] = _problems(tmp_path, shown)  # how much of the ID would show, none can say
+    assert problem.startswith("11: derive.copy: reads sensitive fields, which a derived value")
 
 
 def test_a_personal_phone_concatenated_is_still_personal(tmp_path: Path) -> None:
@@ -112,7 +115,7 @@ def test_a_masked_derived_value_leaves_masked(tmp_path: Path) -> None:
             fields:
               credit_code: {}
             derive:
-              id_tail: {cel: "record.legal_representative_id", mask: {type: show_last, n: 4}}
+              id_key: {cel: "record.legal_representative_id", mask: {type: redact, text: "x"}}
             """
         )
     )
@@ -127,9 +130,9 @@ def test_a_masked_derived_value_leaves_masked(tmp_path: Path) -> None:
     )
     view = decide(grant, event, NOW).view
     assert view is not None and view["after"] is not None
-    assert view["after"]["id_tail"] == "*" * 14 + licence["legal_representative_id"][-4:]
-    assert explain(grant, event, NOW).fields["id_tail"] == (
-        "derived: record.legal_representative_id (masked: show_last)"
+    assert view["after"]["id_key"] == "x"
+    assert explain(grant, event, NOW).fields["id_key"] == (
+        "derived: record.legal_representative_id (masked: redact)"
     )
 
 
@@ -395,6 +398,28 @@ def test_messages_speak_of_the_grant_not_of_the_validator(tmp_path: Path) -> Non
     assert "8: colour: unknown key here (see docs/grants.md for the keys a grant has)" in problems
     for wording in ("Input should", "Field required", "Extra inputs", "Value error", "instance"):
         assert not [p for p in problems if wording in p], problems
+
+
+@pytest.mark.parametrize(
+    ("rows", "operations", "valid"),
+    [
+        ("after.status == 'ACTIVE'", "[CREATE, UPDATE, DELETE]", False),  # after null on DELETE
+        ("after.status == 'ACTIVE'", "[CREATE, UPDATE]", True),
+        ("after != null && after.status == 'ACTIVE'", "[CREATE, DELETE]", True),
+        ("after == null || after.status == 'ACTIVE'", "[CREATE, DELETE]", True),
+        ("(after != null ? after : before).status == 'ACTIVE'", "[CREATE, DELETE]", True),
+        ("before.status == 'ACTIVE'", "[UPDATE, DELETE]", True),
+        ("before.status == 'ACTIVE'", "[CREATE, UPDATE]", False),  # before null on CREATE
+        ("after.contact_phone.startsWith('139')", "[CREATE]", False),  # an optional field
+        ("after.contact_phone != null && after.contact_phone.startsWith('139')", "[CREATE]", True),
+    ],
+)
+def test_a_row_filter_that_would_fail_on_a_well_formed_event_is_refused(
+    tmp_path: Path, rows: str, operations: str, valid: bool
+) -> None:
+    body = f'operations: {operations}\nrows: "{rows}"\nfields:\n  credit_code: {{}}\n'
+    problems = _problems(tmp_path, body)
+    assert problems == [] if valid else problems[0].startswith("9: rows: may fail"), problems
 
 
 def test_what_an_expression_reads_is_resolved_to_fields() -> None:

@@ -31,7 +31,7 @@ from xbus.streams.expressions import (
     failure_text,
 )
 from xbus.streams.grants import AVRO_NAME, Grant
-from xbus.streams.masks import District, Mask, Round
+from xbus.streams.masks import District, Mask, Round, ShowFirst, ShowLast
 
 AVRO_NAME_PATTERN = re.compile(AVRO_NAME)
 # Where in a grant file, and what is wrong there.
@@ -175,7 +175,7 @@ def derived_fields(
                     f"{rule.type}",
                 )
             )
-        elif (found.nullable or found.kind == "null") and not rule.nullable:
+        elif (found.nullable or found.kind == "null" or checked.unguarded) and not rule.nullable:
             problems.append(
                 (
                     (*where, "nullable"),
@@ -194,6 +194,21 @@ def derived_fields(
                     f"{label}: reads {whole}{which}; a derived field is as {level} as what it "
                     "reads and would leave unmasked: mask it, or name the approval that "
                     "allows it with approved_unmasked",
+                )
+            )
+        elif (
+            level in PROTECTED
+            and isinstance(rule.mask, ShowFirst | ShowLast)
+            and rule.approved_unmasked is None
+        ):
+            # A derived value may hold what it reads anywhere, and be longer ('x' + record.id):
+            # how many characters of that a mask showing characters reveals, none can say.
+            problems.append(
+                (
+                    (*where, "mask"),
+                    f"{label}: reads {level} fields, which a derived value may hold whole: "
+                    f"{rule.mask.type} cannot say how much of them it shows; mask the field "
+                    "itself, use redact, hash or pseudonym, or name an approval",
                 )
             )
         avro: Any = _DERIVED_AVRO[rule.type]

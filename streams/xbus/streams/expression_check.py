@@ -169,12 +169,27 @@ class Checked:
     type: CelType
     reads: frozenset[str]
     errors: tuple[str, ...]
+    # Fields it selects of a record that may be null, untested: it then raises.
+    unguarded: tuple[str, ...] = ()
 
 
 @dataclass
 class _Checker:
     variables: Mapping[str, Variable]
     errors: list[str] = field(default_factory=list)
+    # What a guard proves is not null where it is read (after in `after != null && after.x`).
+    narrowed: frozenset[str] = frozenset()
+    # Fields selected of a record that may be null there: selecting raises if it is.
+    unguarded: list[str] = field(default_factory=list)
+
+    def guarded(self, node: Tree[Any], scope: Mapping[str, Value], by: set[str]) -> Value:
+        """``node`` walked where ``by`` (variables and fields, as spelled) are not null."""
+        before = self.narrowed
+        self.narrowed = before | by
+        try:
+            return self.walk(node, scope)
+        finally:
+            self.narrowed = before
 
     def fail(self, node: Tree[Any] | Token | None, message: str) -> Value:
         column = getattr(node, "column", None) or getattr(
@@ -192,7 +207,8 @@ class _Checker:
                 return self.walk(kids[0], scope)
             condition = self.walk(kids[0], scope)
             self.want_bool(kids[0], condition, "the condition of ?:")
-            a, b = self.walk(kids[1], scope), self.walk(kids[2], scope)
+            a = self.guarded(kids[1], scope, _guards(kids[0], True))
+            b = self.guarded(kids[2], scope, _guards(kids[0], False))
             if a.exact and b.exact and a.reads == b.reads and not condition.reads:
                 # (after != null ? after : before): one node of the record either way.
                 return Value(_unify(a.type, b.type), a.reads, exact=True)
@@ -200,7 +216,11 @@ class _Checker:
         if rule in ("conditionalor", "conditionaland"):
             if len(kids) == 1:
                 return self.walk(kids[0], scope)
-            a, b = self.walk(kids[0], scope), self.walk(kids[1], scope)
+            # CEL evaluates either side first: each is read where the other holds (&&) or
+            # fails (||), so a guard on one side protects the other.
+            holds = rule == "conditionaland"
+            a = self.guarded(kids[0], scope, _guards(kids[1], holds))
+            b = self.guarded(kids[1], scope, _guards(kids[0], holds))
             op = "||" if rule == "conditionalor" else "&&"
             self.want_bool(kids[0], a, f"the left of {op}")
             self.want_bool(kids[1], b, f"the right of {op}")
@@ -233,7 +253,7 @@ class _Checker:
             return self.walk(kids[0], scope)
         if rule == "member_dot":
             target = self.walk(kids[0], scope)
-            return self.select(kids[1], target, str(kids[1]))
+            return self.not_null_if_guarded(node, self.select(kids[1], target, str(kids[1])))
         if rule == "member_dot_arg":
             name = str(kids[1])
             args = list(kids[2].children) if len(kids) > 2 else []
@@ -245,7 +265,7 @@ class _Checker:
         if rule == "literal":
             return Value(_literal(cast(Token, kids[0])))
         if rule in ("ident", "dot_ident"):
-            return self.ident(cast(Token, kids[0]), scope)
+            return self.not_null_if_guarded(node, self.ident(cast(Token, kids[0]), scope))
         if rule in ("ident_arg", "dot_ident_arg"):
             args = list(kids[1].children) if len(kids) > 1 else []
             return self.call(node, str(kids[0]), None, args, scope)
@@ -258,6 +278,11 @@ class _Checker:
             values = [_whole(v).type for v in parts[1::2]]
             return Value(CelType("map", item=_unify_all(values)), _reads(parts))
         return self.fail(node, f"{rule} is not supported in a grant's expression")
+
+    def not_null_if_guarded(self, node: Tree[Any], value: Value) -> Value:
+        if value.type.nullable and _chain(node) in self.narrowed:
+            return replace(value, type=replace(value.type, nullable=False))
+        return value
 
     def ident(self, token: Token, scope: Mapping[str, Value]) -> Value:
         name = str(token)
@@ -277,6 +302,8 @@ class _Checker:
 
     def select(self, where: Token | Tree[Any], target: Value, name: str) -> Value:
         t = target.type
+        if t.nullable and t.kind in ("record", "map"):
+            self.unguarded.append(name)
         if t.kind == "record":
             found = t.field_type(name)
             if found is None:
@@ -521,6 +548,69 @@ def _bare_ident(node: Tree[Any]) -> str | None:
     return None
 
 
+def _unwrap(node: Any) -> Any:
+    """``node`` without the grammar's one-child layers and parentheses."""
+    while isinstance(node, Tree) and (
+        (len(node.children) == 1 and node.data not in ("ident", "literal", "list_lit", "map_lit"))
+        or node.data == "paren_expr"
+    ):
+        node = node.children[0]
+    return node
+
+
+def _chain(node: Any) -> str | None:
+    """``a.b.c`` if ``node`` is only a variable and field selections, as spelled."""
+    node = _unwrap(node)
+    if isinstance(node, Tree) and node.data in ("ident", "dot_ident"):
+        return str(node.children[0])
+    if isinstance(node, Tree) and node.data == "member_dot":
+        inner = _chain(node.children[0])
+        return f"{inner}.{node.children[1]}" if inner else None
+    return None
+
+
+def _is_null(node: Any) -> bool:
+    node = _unwrap(node)
+    return (
+        isinstance(node, Tree)
+        and node.data == "literal"
+        and cast(Token, node.children[0]).type == "NULL_LIT"
+    )
+
+
+# A well-formed event carries before or after (or both): where one is null, the other is not.
+_OTHER_IMAGE = {"after": "before", "before": "after"}
+
+
+def _guards(node: Any, holds: bool) -> set[str]:
+    """What ``node`` being true (``holds``) or false proves is not null: ``x != null``,
+    ``x == null`` when false, their conjunctions (or disjunctions when false), and the other
+    image of an event whose before or after is null."""
+    node = _unwrap(node)
+    if not isinstance(node, Tree):
+        return set()
+    kids = node.children
+    if node.data == "unary" and len(kids) == 2 and kids[0].data == "unary_not":
+        return _guards(kids[1], not holds)
+    if node.data in ("conditionaland", "conditionalor") and len(kids) == 2:
+        if (node.data == "conditionaland") == holds:
+            return _guards(kids[0], holds) | _guards(kids[1], holds)
+        return set()
+    if node.data == "relation" and len(kids) == 2 and kids[0].data in _NULL_TESTS:
+        left, right = kids[0].children[0], kids[1]
+        checked = _chain(left) if _is_null(right) else _chain(right) if _is_null(left) else None
+        if checked is None:
+            return set()
+        not_null = (kids[0].data == "relation_ne") == holds
+        if not_null:
+            return {checked}
+        return {_OTHER_IMAGE[checked]} if checked in _OTHER_IMAGE else set()
+    return set()
+
+
+_NULL_TESTS = ("relation_eq", "relation_ne")
+
+
 def _fails_on_null(result: CelType, *operands: Value) -> CelType:
     """``result`` made nullable where an operand may be null (a ``dyn`` may be anything): the
     operation then raises, and what raises counts as null (a nullable derived field is null, a
@@ -588,7 +678,12 @@ def check_expression(source: str, variables: Mapping[str, Variable]) -> Checked:
         value = checker.walk(tree, {})
     except RecursionError:
         return Checked(DYN, frozenset({""}), ("the expression is nested too deeply",))
-    return Checked(value.type, _whole(value).reads, tuple(dict.fromkeys(checker.errors)))
+    return Checked(
+        value.type,
+        _whole(value).reads,
+        tuple(dict.fromkeys(checker.errors)),
+        tuple(dict.fromkeys(checker.unguarded)),
+    )
 
 
 def covered(path: str, reads: Iterable[str]) -> bool:
@@ -617,14 +712,16 @@ def record_variables(dataset: Dataset) -> dict[str, Variable]:
     }
 
 
-def event_variables(dataset: Dataset) -> dict[str, Variable]:
+def event_variables(dataset: Dataset, operations: Iterable[str] = ()) -> dict[str, Variable]:
     """What a row filter may use: the change event's fields; ``before`` and ``after`` are
-    records of the dataset (either may be null)."""
-    record = replace(record_type(dataset), nullable=True)
+    records of the dataset, null where one of ``operations`` does not carry them (``after``
+    on a DELETE, ``before`` on a CREATE or SNAPSHOT; all four when none is given)."""
+    ops = {str(o) for o in operations} or {"CREATE", "UPDATE", "DELETE", "SNAPSHOT"}
+    record = record_type(dataset)
     return {
         "op": Variable(STRING),
-        "before": Variable(record, ""),
-        "after": Variable(record, ""),
+        "before": Variable(replace(record, nullable=bool(ops & {"CREATE", "SNAPSHOT"})), ""),
+        "after": Variable(replace(record, nullable="DELETE" in ops), ""),
         "ts_ms": Variable(TIMESTAMP),
         "department": Variable(STRING),
         "dataset": Variable(STRING),

@@ -341,7 +341,8 @@ def check_and_compile(
     row_reads: dict[str, str] = {}
     if grant.rows:
         rows, error = compile_cel(grant.rows, "rows")
-        checked = check_expression(grant.rows, event_variables(dataset)) if not error else None
+        variables = event_variables(dataset, grant.operations)
+        checked = check_expression(grant.rows, variables) if not error else None
         if error or checked is None:
             problems.append((("rows",), error or "rows: CEL does not compile"))
         elif checked.errors:
@@ -349,6 +350,15 @@ def check_and_compile(
         elif checked.type.kind != "bool":
             problems.append(
                 (("rows",), f"rows: a row filter gives a bool; this one gives a {checked.type}")
+            )
+        elif checked.type.nullable or checked.unguarded:
+            problems.append(
+                (
+                    ("rows",),
+                    "rows: may fail on a well-formed event: it reads what may be null there "
+                    "(after on a DELETE, before on a CREATE or SNAPSHOT, an optional field) "
+                    "without testing it first, e.g. after != null && after.status == 'ACTIVE'",
+                )
             )
         else:
             row_reads = read_fields(dataset, checked.reads)
