@@ -95,3 +95,15 @@ def test_envelope_fields_of_a_json_event_are_checked() -> None:
     )
     assert errors == [] and spec is not None
     assert spec.ts_ms == int(dt.datetime(2026, 11, 30, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+@pytest.mark.parametrize("capital", ["1e30", 10**30, "1e999999999", decimal.Decimal("-1E+40")])
+def test_a_decimal_too_large_for_its_precision_is_a_field_error_not_an_exception(
+    capital: object,
+) -> None:
+    licence = {**DemoData(seed=3).business_licence(), "registered_capital": capital}
+
+    errors = _errors("business_licence", licence)
+
+    assert list(errors) == ["after.registered_capital"]
+    assert "has more than 18 digits" in errors["after.registered_capital"]

@@ -212,11 +212,12 @@ def test_the_routing_dead_letters_a_failure_and_audits_every_decision() -> None:
         ViewEncoders(None),
     )
 
-    routing = router.route(DATASET.topic, 1, 9, b"k", b"original", NOW)
+    key = DATASET.key_of(_event()["after"] or {}).encode()
+    routing = router.route(DATASET.topic, 1, 9, key, b"original", NOW)
 
     assert routing.deliveries == []
     [dead] = routing.dead_letters
-    assert (dead.topic, dead.key, dead.value) == (DEAD_LETTER_TOPIC, b"k", b"original")
+    assert (dead.topic, dead.key, dead.value) == (DEAD_LETTER_TOPIC, key, b"original")
     assert dict(dead.headers) == {
         headers.DLQ_REASON: b"grant_failed",
         headers.DLQ_ERROR: b"grant decision-test v1: row filter failed: division by zero",

@@ -139,7 +139,7 @@ def test_nothing_withheld_masked_or_filtered_reaches_the_subscriber(
         lambda: PolicySnapshot({DATASET.topic: (grant,)}, {}), _Given(event), ViewEncoders(None)
     )
 
-    routing = router.route(DATASET.topic, 0, 0, b"k", b"ignored", NOW)
+    routing = router.route(DATASET.topic, 0, 0, DATASET.key_of(record).encode(), b"ignored", NOW)
 
     filtered_out = use_filter and not row_allowed
     assert len(routing.deliveries) == (0 if filtered_out else 1)

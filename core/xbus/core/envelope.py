@@ -15,14 +15,18 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from xbus.core.avro_names import defined_name
-from xbus.core.errors import CatalogError
+from xbus.core.errors import CatalogError, SerializationError
+
+if TYPE_CHECKING:
+    from xbus.core.catalog import Dataset
 
 RECORD_PLACEHOLDER = "xbus.DatasetRecord"
 RECORD_FIELDS = ("before", "after")
@@ -164,3 +168,100 @@ def change_event(
         "after": after,
         "source": {"system": system, "origin": origin, "trace_id": trace_id},
     }
+
+
+IMAGES: dict[str, tuple[bool, bool]] = {
+    Op.CREATE: (False, True),
+    Op.SNAPSHOT: (False, True),
+    Op.UPDATE: (True, True),
+    Op.DELETE: (True, False),
+}
+"""Which images each op carries, as ``(before, after)``: both are required where true and
+refused where false."""
+
+
+@dataclass(frozen=True)
+class EnvelopeProblem:
+    """Why an envelope does not belong where it was found: a stable ``reason``
+    (``wrong_department``, ``wrong_dataset``, ``unknown_op``, ``missing_image``,
+    ``unexpected_image``, ``key_mismatch``), the ``field`` at fault and what was found."""
+
+    reason: str
+    field: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.detail}"
+
+
+class EnvelopeRejected(SerializationError):
+    """A change event whose envelope contradicts its topic, its op or its key."""
+
+    def __init__(self, problem: EnvelopeProblem) -> None:
+        super().__init__(problem.reason, str(problem))
+        self.problem = problem
+
+
+def image_problem(op: str, before: object, after: object) -> EnvelopeProblem | None:
+    """What is wrong with the images an ``op`` carries (CREATE and SNAPSHOT ``after`` only,
+    DELETE ``before`` only, UPDATE both), or None."""
+    wanted = IMAGES.get(op)
+    if wanted is None:
+        return EnvelopeProblem("unknown_op", "op", f"{op!r} is not one of {', '.join(Op)}")
+    for name, image, required in (("before", before, wanted[0]), ("after", after, wanted[1])):
+        if required and image is None:
+            what = "before the change" if name == "before" else "after the change"
+            return EnvelopeProblem(
+                "missing_image", name, f"a {op} event needs the record {what}, found null"
+            )
+        if not required and image is not None:
+            return EnvelopeProblem(
+                "unexpected_image", name, f"a {op} event has no {name} record, found one"
+            )
+    return None
+
+
+def check_event(
+    event: ChangeEvent, topic: str, key: bytes | str | None, dataset: Dataset | None
+) -> EnvelopeProblem | None:
+    """The first thing wrong with ``event`` as found on ``topic`` under ``key``, or None: its
+    department and dataset must be the topic's (``gov.<department>.<dataset>``), its op must
+    carry the images it requires, and, when ``dataset`` is known, the key must be the
+    record's business key (of ``after``, or of ``before`` for a DELETE)."""
+    parts = topic.split(".")
+    if len(parts) == 3 and parts[0] == "gov":
+        for name, expected, found in (
+            ("department", parts[1], event["department"]),
+            ("dataset", parts[2], event["dataset"]),
+        ):
+            if found != expected:
+                return EnvelopeProblem(
+                    f"wrong_{name}", name, f"says {found!r} on topic {topic}, not {expected!r}"
+                )
+    problem = image_problem(event["op"], event["before"], event["after"])
+    if problem is not None or dataset is None:
+        return problem
+    record = event["after"] if event["after"] is not None else event["before"]
+    assert record is not None  # image_problem refused an event without the image it needs
+    try:
+        expected_key = dataset.key_of(record)
+    except KeyError as exc:
+        return EnvelopeProblem("key_mismatch", "key", f"the record has no key field {exc}")
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    if text != expected_key:
+        # The key may be a personal value: say that it differs, never what it is.
+        return EnvelopeProblem(
+            "key_mismatch",
+            "key",
+            f"the record's key is not its business key ({', '.join(dataset.business_key)})",
+        )
+    return None
+
+
+def require_valid_event(
+    event: ChangeEvent, topic: str, key: bytes | str | None, dataset: Dataset | None
+) -> None:
+    """Raises ``EnvelopeRejected`` with the first problem ``check_event`` finds."""
+    problem = check_event(event, topic, key, dataset)
+    if problem is not None:
+        raise EnvelopeRejected(problem)

@@ -363,12 +363,23 @@ def _decimal(precision: int, scale: int) -> Conform:
         if places > scale:
             errors.append(FieldError(path, f"{value} has {places} decimal places; at most {scale}"))
             return value
+        # Checked before quantizing: a huge exponent (1e30, 1e999999999) is more digits than
+        # the decimal context holds, and quantize would raise instead of reporting it.
+        if value and value.adjusted() >= precision - scale:
+            errors.append(FieldError(path, f"{_short(value)} has more than {precision} digits"))
+            return value
         scaled = value.quantize(decimal.Decimal(1).scaleb(-scale))
         if len(scaled.as_tuple().digits) > precision:
             errors.append(FieldError(path, f"{value} has more than {precision} digits"))
         return scaled
 
     return conform
+
+
+def _short(value: decimal.Decimal) -> str:
+    """A decimal as text, shortened when it is too long to read."""
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-10:]}"
 
 
 def _uuid(value: Any, path: str, errors: Errors) -> Any:

@@ -54,6 +54,22 @@ class InvalidBatch(PublishError):
         )
 
 
+class RecordTooLarge(PublishError):
+    """An encoded event is larger than Kafka takes; it was not sent."""
+
+    reason = "record_too_large"
+
+    def __init__(self, dataset: str, size: int, limit: int) -> None:
+        self.dataset = dataset
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"an event of {dataset} is {size:,} bytes encoded, more than the {limit:,} bytes "
+            "Kafka takes (message.max.bytes); it was not sent: split the record or keep large "
+            "content outside the bus"
+        )
+
+
 class SchemaNotRegistered(PublishError):
     """The dataset's current schema is not in the registry: ``xbus schemas register`` first."""
 

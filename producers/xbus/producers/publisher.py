@@ -26,7 +26,15 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from xbus.core.catalog import Catalog, Dataset
-from xbus.core.envelope import ChangeEvent, Op, change_event, record_full_name, with_union_branches
+from xbus.core.envelope import (
+    ChangeEvent,
+    Op,
+    change_event,
+    check_event,
+    image_problem,
+    record_full_name,
+    with_union_branches,
+)
 from xbus.core.errors import CatalogError
 from xbus.core.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, PUBLISH_LATENCY
 from xbus.core.producing import produce
@@ -41,12 +49,16 @@ from xbus.producers.exceptions import (
     InvalidBatch,
     InvalidRecord,
     PublishError,
+    RecordTooLarge,
     RegistryUnavailable,
     SchemaNotRegistered,
     UnknownDataset,
 )
 
 POLL_INTERVAL = 0.005
+MAX_MESSAGE_BYTES = 1_000_000
+"""librdkafka's default ``message.max.bytes``: the largest record a producer sends (Kafka's
+brokers take 1 MiB by default, a little more)."""
 _UNREACHABLE = {
     KafkaError._MSG_TIMED_OUT,
     KafkaError._TIMED_OUT,
@@ -91,15 +103,8 @@ class _DatasetWriter:
 
 
 def _op_errors(op: Op, before: Any, after: Any) -> list[FieldError]:
-    if op in (Op.CREATE, Op.SNAPSHOT, Op.UPDATE) and after is None:
-        return [FieldError("after", f"a {op} event needs the record after the change")]
-    if op is Op.DELETE and before is None:
-        return [FieldError("before", "a DELETE event needs the record that was deleted")]
-    if op is Op.DELETE and after is not None:
-        return [FieldError("after", "a DELETE event has no record after the change")]
-    if op in (Op.CREATE, Op.SNAPSHOT) and before is not None:
-        return [FieldError("before", f"a {op} event has no record before the change")]
-    return []
+    problem = image_problem(op, before, after)
+    return [] if problem is None else [FieldError(problem.field, problem.detail)]
 
 
 class Publisher:
@@ -124,11 +129,11 @@ class Publisher:
         self._catalog = catalog or Catalog.load(self._settings.schemas_dir)
         self._registry = registry_client(self._settings)
         self._writers: dict[str, _DatasetWriter] = {}
-        self._producer = Producer(
-            self._settings.producer_config(
-                **{"message.timeout.ms": int(delivery_timeout * 1000)}, **(producer_config or {})
-            )
+        config = self._settings.producer_config(
+            **{"message.timeout.ms": int(delivery_timeout * 1000)}, **(producer_config or {})
         )
+        self._max_bytes = int(config.get("message.max.bytes", MAX_MESSAGE_BYTES))
+        self._producer = Producer(config)
         self._closed = threading.Event()
         self._poller = threading.Thread(
             target=self._poll, name=f"publisher-{department}", daemon=True
@@ -148,10 +153,20 @@ class Publisher:
         writer = self._writers.get(name)
         if writer is not None:
             return writer
+        if name.startswith(f"{self.department}."):  # its own dataset, named in full
+            return self._writer(name.removeprefix(f"{self.department}."))
         try:
             dataset = self._catalog.get(self.department, name)
         except CatalogError:
-            owners = [d.department for d in self._catalog if d.name == name]
+            # A dataset named alone, or qualified as department.dataset.
+            department, _, bare = name.rpartition(".")
+            owners = [
+                d.department
+                for d in self._catalog
+                if d.name == bare
+                and department in ("", d.department)
+                and d.department != self.department
+            ]
             self._reject(name, UnknownDataset.reason if not owners else ForeignDataset.reason)
             if owners:
                 raise ForeignDataset(
@@ -210,6 +225,16 @@ class Publisher:
             ts_ms=spec.ts_ms,
             event_id=spec.event_id,
         )
+        if not errors:
+            # The checks the engine makes on what it reads, made here on what is built, so
+            # that nothing the engine would dead-letter is ever sent.
+            record = after if after is not None else before
+            assert record is not None  # _op_errors refused an event without its image
+            problem = check_event(
+                event, writer.dataset.topic, writer.dataset.key_of(record), writer.dataset
+            )
+            if problem is not None:
+                errors.append(FieldError(path + problem.field, problem.detail))
         return event, errors
 
     # -- producing -------------------------------------------------------------------------
@@ -221,6 +246,9 @@ class Publisher:
         assert record is not None
         key = dataset.key_of(record).encode()
         value = writer.encoder.encode(with_union_branches(event, writer.record_name))
+        if len(value) + len(key) > self._max_bytes:
+            self._reject(dataset.name, RecordTooLarge.reason)
+            raise RecordTooLarge(dataset.qualified_name, len(value) + len(key), self._max_bytes)
         future: Future[Receipt] = Future()
         event_id: str = event["event_id"]
         started = time.perf_counter()

@@ -26,7 +26,13 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from xbus.core import headers
-from xbus.core.envelope import ChangeEvent, record_full_name, with_union_branches
+from xbus.core.catalog import Dataset
+from xbus.core.envelope import (
+    ChangeEvent,
+    record_full_name,
+    require_valid_event,
+    with_union_branches,
+)
 from xbus.core.errors import RegistryUnavailable, SerializationError
 from xbus.core.headers import Headers
 from xbus.core.metrics import DEAD_LETTERS, EVENTS_DENIED, EVENTS_FILTERED, MASKS_APPLIED
@@ -98,13 +104,23 @@ class ViewEncoders:
         return found
 
 
-def read_event(decoder: EventDecoder, value: bytes | None) -> ChangeEvent:
+def read_event(
+    decoder: EventDecoder,
+    value: bytes | None,
+    topic: str | None = None,
+    key: bytes | None = None,
+    dataset: Dataset | None = None,
+) -> ChangeEvent:
     """The change event a source record's value holds, as grants are judged on it: decoded
     (``ts_ms`` a datetime, as row filters take it) with its id turned into text once, not by
     every view's encoding. Raises ``SerializationError`` if it does not decode, ``KeyError``
-    or ``TypeError`` if it is not a change event."""
+    or ``TypeError`` if it is not a change event, and ``EnvelopeRejected`` (a
+    ``SerializationError``) if, read from ``topic``, its envelope contradicts the topic, its
+    op or, with ``dataset``, its ``key``."""
     event = cast(ChangeEvent, decoder.decode(value))
     event["event_id"] = str(event["event_id"])  # a UUID as decoded
+    if topic is not None:
+        require_valid_event(event, topic, key, dataset)
     return event
 
 
@@ -212,8 +228,10 @@ class Router:
             (headers.SOURCE_PARTITION, _header(partition)),
             (headers.SOURCE_OFFSET, _header(offset)),
         ]
+        snapshot, targets = self._targets_of(topic)
         try:
-            event = read_event(self._decoder, value)
+            dataset_of_topic = targets[0].grant.dataset if targets else None
+            event = read_event(self._decoder, value, topic, key, dataset_of_topic)
             event_id, op = event["event_id"], event["op"]
             department, dataset = event["department"], event["dataset"]
         except SerializationError as exc:
@@ -225,7 +243,6 @@ class Router:
                 self._dead_letter(key, value, "not_a_change_event", detail, source)
             )
             return routing
-        snapshot, targets = self._targets_of(topic)
         cel_event = CelEvent(event)
         event_header = (headers.EVENT_ID, event_id.encode())
         decisions: list[dict[str, Any]] = []

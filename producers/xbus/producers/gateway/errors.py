@@ -14,6 +14,7 @@ from xbus.producers.exceptions import (
     BrokerUnreachable,
     ForeignDataset,
     PublishError,
+    RecordTooLarge,
     RegistryUnavailable,
     SchemaNotRegistered,
     UnknownDataset,
@@ -58,6 +59,7 @@ def rejected(department: str, dataset: str, error: GatewayError, count: int = 1)
 _STATUS: list[tuple[type[PublishError], int]] = [
     (UnknownDataset, 404),
     (ForeignDataset, 403),
+    (RecordTooLarge, 413),
     (SchemaNotRegistered, 503),
     (RegistryUnavailable, 503),
     (BrokerUnreachable, 503),

@@ -124,9 +124,12 @@ class Ingest:
     ) -> list[Receipt]:
         """The receipts of ``events``, once Kafka acknowledged every one; ``GatewayError``
         naming the acknowledged ones if any was not."""
-        futures: list[Future[Receipt]] = await asyncio.to_thread(
-            publisher.produce_checked, dataset, events
-        )
+        try:
+            futures: list[Future[Receipt]] = await asyncio.to_thread(
+                publisher.produce_checked, dataset, events
+            )
+        except PublishError as exc:  # an event too large for Kafka, refused before sending
+            raise rejected(publisher.department, dataset, from_publish_error(exc)) from None
         outcomes = await asyncio.gather(
             *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
         )
