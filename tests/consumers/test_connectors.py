@@ -80,7 +80,7 @@ def _sample(samples: Samples, name: str, **labels: str) -> float:
 def test_a_webhook_that_fails_for_a_while_gets_every_event_once_signed(
     bus: Bus, tmp_path: Path
 ) -> None:
-    subscriber, secret = _subscriber(), b"s3cret-of-the-subscriber"
+    subscriber, secret = _subscriber(), b"s3cret-of-the-subscriber-of-at-least-32-bytes-for-hmac"
     feed = DeliveryFeed(bus.settings, subscriber)
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(secret)
@@ -141,7 +141,7 @@ def test_a_webhook_that_fails_for_a_while_gets_every_event_once_signed(
 def test_a_webhook_429_is_retried_and_a_422_goes_to_the_dead_letters(
     bus: Bus, tmp_path: Path
 ) -> None:
-    subscriber, secret = _subscriber(), b"another-secret"
+    subscriber, secret = _subscriber(), b"another-secret-of-at-least-32-bytes-for-hmac"
     feed = DeliveryFeed(bus.settings, subscriber)
     with webhook_receiver(secret) as receiver:
         receiver.fail_with, receiver.retry_after = 429, "1"
@@ -166,7 +166,7 @@ def test_a_webhook_429_is_retried_and_a_422_goes_to_the_dead_letters(
 
 
 def test_batched_webhook_requests_carry_every_event(bus: Bus, tmp_path: Path) -> None:
-    subscriber, secret = _subscriber(), b"batch-secret"
+    subscriber, secret = _subscriber(), b"batch-secret-of-at-least-32-bytes-for-hmac"
     feed = DeliveryFeed(bus.settings, subscriber)
     with webhook_receiver(secret) as receiver:
         feed.create_licences(500)
@@ -221,7 +221,7 @@ def test_the_file_connector_rotates_and_keeps_every_event(bus: Bus, tmp_path: Pa
 def test_sigterm_while_the_endpoint_is_down_stops_promptly_and_loses_nothing(
     bus: Bus, tmp_path: Path
 ) -> None:
-    subscriber, secret = _subscriber(), b"term-secret"
+    subscriber, secret = _subscriber(), b"term-secret-of-at-least-32-bytes-for-hmac"
     feed = DeliveryFeed(bus.settings, subscriber)
     feed.create_licences(100)
     with webhook_receiver(secret) as receiver:
@@ -239,7 +239,7 @@ def test_sigterm_while_the_endpoint_is_down_stops_promptly_and_loses_nothing(
 def test_a_rebalance_while_the_endpoint_is_down_leaves_nothing_held(
     bus: Bus, tmp_path: Path
 ) -> None:
-    subscriber, secret = _subscriber(), b"rebalance-secret"
+    subscriber, secret = _subscriber(), b"rebalance-secret-of-at-least-32-bytes-for-hmac"
     feed = DeliveryFeed(bus.settings, subscriber)
     feed.create_licences(300)
     with webhook_receiver(secret) as receiver:
@@ -260,7 +260,7 @@ def test_a_rebalance_while_the_endpoint_is_down_leaves_nothing_held(
 def test_a_refused_request_before_an_outage_still_reaches_the_dead_letters(
     bus: Bus, tmp_path: Path
 ) -> None:
-    subscriber, secret = _subscriber(), b"refuse-then-fail"
+    subscriber, secret = _subscriber(), b"refuse-then-fail-of-at-least-32-bytes-for-hmac"
     feed = DeliveryFeed(bus.settings, subscriber, partitions=1)
     events = feed.create_licences(100)
     with webhook_receiver(secret) as receiver:

@@ -39,7 +39,7 @@ def test_each_subscriber_receives_every_way_its_file_declares(
     (tmp_path / "d" / f"{table}.yaml").write_text(
         f"subscriber: {table}\ndeliveries:\n  - kind: postgres\n    dsn_env: TABLE_DSN\n"
     )
-    with webhook_receiver(b"web-secret") as receiver:
+    with webhook_receiver(b"web-secret-of-at-least-32-bytes-for-hmac") as receiver:
         path = tmp_path / "d" / f"{web}.yaml"
         path.write_text(path.read_text().replace("URL", receiver.url))
         with component(
@@ -50,7 +50,10 @@ def test_each_subscriber_receives_every_way_its_file_declares(
             str(tmp_path / "d"),
             "--metrics-port",
             "0",
-            env={"WEB_SECRET": "web-secret", "TABLE_DSN": postgres_dsn},
+            env={
+                "WEB_SECRET": "web-secret-of-at-least-32-bytes-for-hmac",
+                "TABLE_DSN": postgres_dsn,
+            },
         ):
             wait_for(lambda: len(receiver.processed) >= 50, 60, "the webhook deliveries")
             lines = out / web / "business_licence.jsonl"

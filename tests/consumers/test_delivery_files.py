@@ -88,6 +88,9 @@ def test_secrets_are_read_when_the_sink_is_built_and_missing_ones_say_which(
     with pytest.raises(ConfigurationError, match="HOOK_SECRET"):
         build_sink("tax_bureau", hook)
     monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    with pytest.raises(ConfigurationError, match=r"\$HOOK_SECRET\) is 6 bytes long"):
+        build_sink("tax_bureau", hook)
+    monkeypatch.setenv("HOOK_SECRET", "s3cret-of-the-tax-bureau-32-bytes-or-more")
     assert isinstance(build_sink("tax_bureau", hook), WebhookSink)
     monkeypatch.delenv("NO_SUCH_DSN", raising=False)
     with pytest.raises(ConfigurationError, match="NO_SUCH_DSN"):

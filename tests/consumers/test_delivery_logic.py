@@ -3,43 +3,74 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
+from xbus.consumers.deliveries import read_secret
 from xbus.consumers.exceptions import WebhookSignatureError
 from xbus.consumers.runtime import RetryPolicy
 from xbus.consumers.sinks.postgres_columns import columns_of
-from xbus.consumers.sinks.signing import sign, verify_webhook
+from xbus.consumers.sinks.signing import WeakWebhookSecret, sign, verify_webhook
+from xbus.consumers.sinks.webhook import WebhookSink
 from xbus.core.errors import ConfigurationError
 
 BODY = b'{"event_id":"e1","op":"CREATE"}'
+SECRET = b"a subscriber's signing secret, 32+ bytes"
+OTHER = b"another subscriber's secret of 32+ bytes"
+OLD, NEW = b"the old secret, rotated out: 32+ bytes", b"the new secret, rotated in: 32+ bytes!"
 
 
 def test_a_signed_body_verifies_and_any_change_or_other_secret_is_refused() -> None:
-    signature = sign(BODY, b"secret")
-    verify_webhook(BODY, signature, "secret")
+    signature = sign(BODY, SECRET)
+    verify_webhook(BODY, signature, SECRET.decode())
     with pytest.raises(WebhookSignatureError, match="does not match"):
-        verify_webhook(BODY.replace(b"CREATE", b"DELETE"), signature, b"secret")
+        verify_webhook(BODY.replace(b"CREATE", b"DELETE"), signature, SECRET)
     with pytest.raises(WebhookSignatureError, match="does not match"):
-        verify_webhook(BODY, signature, b"another")
+        verify_webhook(BODY, signature, OTHER)
     with pytest.raises(WebhookSignatureError, match="no X-Xbus-Signature"):
-        verify_webhook(BODY, None, b"secret")
+        verify_webhook(BODY, None, SECRET)
     with pytest.raises(WebhookSignatureError, match="no timestamp"):
-        verify_webhook(BODY, "v1=abc", b"secret")
+        verify_webhook(BODY, "v1=abc", SECRET)
 
 
 def test_an_old_signature_is_refused_as_a_possible_replay() -> None:
-    signature = sign(BODY, b"secret", timestamp=int(time.time()) - 600)
+    signature = sign(BODY, SECRET, timestamp=int(time.time()) - 600)
     with pytest.raises(WebhookSignatureError, match="replay"):
-        verify_webhook(BODY, signature, b"secret")
-    verify_webhook(BODY, signature, b"secret", tolerance=900)
+        verify_webhook(BODY, signature, SECRET)
+    verify_webhook(BODY, signature, SECRET, tolerance=900)
 
 
 def test_a_rotated_secret_verifies_while_both_signatures_are_sent() -> None:
-    old, new = sign(BODY, b"old", timestamp=1000), sign(BODY, b"new", timestamp=1000)
+    old, new = sign(BODY, OLD, timestamp=1000), sign(BODY, NEW, timestamp=1000)
     both = f"{old},v1={new.split('v1=')[1]}"
-    verify_webhook(BODY, both, b"new", now=1000)
-    verify_webhook(BODY, both, b"old", now=1000)
+    verify_webhook(BODY, both, NEW, now=1000)
+    verify_webhook(BODY, both, OLD, now=1000)
+
+
+@pytest.mark.parametrize("secret", [b"", "", b"short", "x" * 31])
+def test_an_empty_or_short_secret_is_refused_on_both_sides(secret: bytes | str) -> None:
+    signature = sign(BODY, SECRET)
+
+    with pytest.raises(WeakWebhookSecret, match="at least 32 random bytes"):
+        verify_webhook(BODY, signature, secret)
+    with pytest.raises(ConfigurationError, match="at least 32"):
+        sign(BODY, secret)
+
+
+def test_the_webhook_sink_and_the_secret_reader_refuse_a_short_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short = tmp_path / "short.secret"
+    short.write_bytes(b"only-20-bytes-long!!\n")
+    monkeypatch.setenv("HOOK_SECRET", "")
+
+    with pytest.raises(WeakWebhookSecret, match=r"short\.secret\) is 20 bytes long"):
+        read_secret(short, None)
+    with pytest.raises(ConfigurationError):
+        read_secret(None, "HOOK_SECRET")
+    with pytest.raises(WeakWebhookSecret):
+        WebhookSink("https://x.example/hook", b"too short")
 
 
 def test_backoff_grows_with_jitter_up_to_its_ceiling_and_obeys_retry_after() -> None:

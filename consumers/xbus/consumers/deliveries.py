@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from xbus.consumers.sinks.base import Sink
 from xbus.consumers.sinks.file import FileSink
 from xbus.consumers.sinks.postgres import PostgresSink
+from xbus.consumers.sinks.signing import checked_secret
 from xbus.consumers.sinks.webhook import WebhookSink
 from xbus.core.errors import ConfigurationError
 from xbus.core.settings import secret_from_env
@@ -43,7 +44,7 @@ class _Strict(BaseModel):
 def read_secret(secret_file: Path | None, secret_env: str | None) -> bytes:
     """A webhook's signing secret from ``secret_file`` (surrounding whitespace dropped), else
     from the variable ``secret_env``; raises ``ConfigurationError`` naming where it looked
-    if it cannot be read or is empty."""
+    if it cannot be read, and ``WeakWebhookSecret`` if it is shorter than 32 bytes."""
     if secret_file is not None:
         try:
             value = secret_file.read_bytes().strip()
@@ -55,10 +56,7 @@ def read_secret(secret_file: Path | None, secret_env: str | None) -> bytes:
         )
     else:
         raise ConfigurationError("a webhook needs secret_file or secret_env")
-    if not value:
-        where = secret_file or f"${secret_env}"
-        raise ConfigurationError(f"the signing secret ({where}) is empty")
-    return value
+    return checked_secret(value, f"the signing secret ({secret_file or f'${secret_env}'})")
 
 
 class WebhookDelivery(_Strict):

@@ -21,13 +21,13 @@ from types import TracebackType
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from xbus.consumers.delivery import Delivery, decode
-from xbus.consumers.sinks.signing import SIGNATURE_HEADER, verify_webhook
+from xbus.consumers.sinks.signing import SIGNATURE_HEADER, WeakWebhookSecret, verify_webhook
 from xbus.core.errors import RegistryUnavailable
 from xbus.core.serde import WriterSchemas, registry_client
 from xbus.core.settings import BusSettings
 from xbus.core.topics import delivery_topic, delivery_topics_pattern
 
-__all__ = ["SIGNATURE_HEADER", "Subscription", "verify_webhook"]
+__all__ = ["SIGNATURE_HEADER", "Subscription", "WeakWebhookSecret", "verify_webhook"]
 
 
 class Subscription:

@@ -20,7 +20,7 @@ import httpx
 from xbus.consumers.delivery import Delivery
 from xbus.consumers.exceptions import DeliveryRefused, TargetUnavailable
 from xbus.consumers.sinks.base import Position, Sink
-from xbus.consumers.sinks.signing import SIGNATURE_HEADER, sign
+from xbus.consumers.sinks.signing import SIGNATURE_HEADER, checked_secret, sign
 from xbus.core.values import to_json
 
 RETRIABLE_STATUSES = frozenset({408, 425, 429})
@@ -55,8 +55,7 @@ class WebhookSink(Sink):
         concurrency: int = 8,
         client: httpx.Client | None = None,
     ) -> None:
-        if not secret:
-            raise ValueError("a webhook needs a signing secret")
+        checked_secret(secret)  # refuses to start without a strong secret
         self.url = url
         self.batch_size = max(1, batch_size)
         self._secret = secret
