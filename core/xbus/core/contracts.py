@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from xbus.core.catalog import Catalog, Dataset
+from xbus.core.catalog import DEFAULT_COMPATIBILITY, Catalog, Dataset
 from xbus.core.compatibility import Incompatibility, mode_problems
 from xbus.core.envelope import record_of
 from xbus.core.errors import CatalogError, XbusError
@@ -118,13 +118,15 @@ def check_against_git(catalog: Catalog, revision: str) -> list[ContractProblem]:
 
 def register_catalog(catalog: Catalog, registry: SchemaRegistryClient) -> list[Registration]:
     """Register each dataset's envelope under its topic's value subject and set the subject's
-    compatibility to the dataset's mode; a schema already registered is left as it is.
+    compatibility to the dataset's mode, and the registry's global default to the catalog's
+    (``DEFAULT_COMPATIBILITY``); a schema already registered is left as it is.
 
     Raises ``XbusError`` naming the dataset and every broken rule if a schema would break its
     mode, before registering anything."""
     problems = check_against_registry(catalog, registry)
     if problems:
         raise XbusError("not registering: " + "; ".join(str(p) for p in problems))
+    set_default_compatibility(registry)
     done = []
     for dataset in catalog:
         subject = value_subject(dataset.topic)
@@ -141,7 +143,17 @@ def register_catalog(catalog: Catalog, registry: SchemaRegistryClient) -> list[R
     return done
 
 
-def _compatibility(registry: SchemaRegistryClient, subject: str) -> str | None:
+def set_default_compatibility(registry: SchemaRegistryClient) -> bool:
+    """Set the registry's global compatibility to the catalog's default
+    (``DEFAULT_COMPATIBILITY``), so that a subject made outside ``xbus schemas register`` is
+    guarded too; returns whether it changed."""
+    if _compatibility(registry, None) == DEFAULT_COMPATIBILITY:
+        return False
+    registry.set_compatibility(level=DEFAULT_COMPATIBILITY)
+    return True
+
+
+def _compatibility(registry: SchemaRegistryClient, subject: str | None) -> str | None:
     try:
         return str(registry.get_compatibility(subject_name=subject))
     except SchemaRegistryError as exc:

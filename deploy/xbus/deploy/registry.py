@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from xbus.core.catalog import DEFAULT_COMPATIBILITY
+from xbus.core.errors import ConfigurationError
 from xbus.deploy.jars import resolve_artifacts
 from xbus.deploy.process import ManagedProcess, check_port_free
 
@@ -94,6 +96,24 @@ class LocalRegistry:
         )
         self.process.start()
         self.process.wait_until(self._answers, c.start_timeout, f"answering on {c.url}")
+        self.set_default_compatibility()
+
+    def set_default_compatibility(self) -> None:
+        """Set the registry's global compatibility to the catalog's default
+        (``DEFAULT_COMPATIBILITY``): Apicurio starts with ``NONE``, which would leave a subject
+        made outside ``xbus schemas register`` without a guard."""
+        url = f"{self.config.url}/config"
+        try:
+            answer = httpx.put(url, json={"compatibility": DEFAULT_COMPATIBILITY}, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise ConfigurationError(
+                f"could not set the compatibility default at {url}: {exc}"
+            ) from exc
+        if answer.status_code != 200:
+            raise ConfigurationError(
+                f"the registry refused the compatibility default {DEFAULT_COMPATIBILITY} at "
+                f"{url}: HTTP {answer.status_code} {answer.text[:200]}"
+            )
 
     def _answers(self) -> bool:
         try:
