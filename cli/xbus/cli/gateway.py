@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from xbus.cli.output import fail, load_catalog
+from xbus.core.errors import XbusError
 from xbus.producers.gateway.keys import new_key
 from xbus.producers.gateway.settings import GatewaySettings
 
@@ -21,7 +23,16 @@ def new_key_command(
     ] = None,
 ) -> None:
     """Make an API key for a department; prints it once, stores only its SHA-256."""
+    departments = sorted({d.department for d in load_catalog()})
+    if department not in departments:
+        raise fail(
+            f"{department!r} is not a department of the catalog; its departments: "
+            + ", ".join(departments)
+        )
     path = keys_file or GatewaySettings().keys_file
-    key = new_key(path, department)
+    try:
+        key = new_key(path, department)
+    except XbusError as exc:
+        raise fail(exc) from None
     typer.echo(key)
     typer.echo(f"(its digest was added to {path}; the gateway reads the file at start)", err=True)

@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from xbus.cli.output import fail
 from xbus.consumers.sse.service import StreamSettings
 from xbus.consumers.sse.tokens import new_token
+from xbus.core.errors import XbusError
 
 app = typer.Typer(help="Manage the live stream's subscriber tokens.", no_args_is_help=True)
 
@@ -22,6 +24,9 @@ def new_token_command(
 ) -> None:
     """Make a stream token for a subscriber; prints it once, stores only its SHA-256."""
     path = tokens_file or StreamSettings().tokens_file
-    token = new_token(path, subscriber)
+    try:
+        token = new_token(path, subscriber)
+    except XbusError as exc:
+        raise fail(exc) from None
     typer.echo(token)
     typer.echo(f"(its digest was added to {path}; the stream reads the file at start)", err=True)
