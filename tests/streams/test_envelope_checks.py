@@ -32,6 +32,7 @@ def _grant(path: Path, subscriber: str) -> Path:
         "dataset: market_regulation.business_licence\n"
         "purpose: envelope test\n"
         "legal_basis: test\n"
+        "approval: TEST-ENVELOPE-1\n"
         "valid_from: 2026-01-01T00:00:00+08:00\n"
         "fields:\n  credit_code: {}\n  name: {}\n"
     )
