@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 
 from xbus.cli import gateway, grants, publish, run, schemas, sse, stack, tail
+from xbus.cli.output import Command
 from xbus.core.settings import HOME_ENV
 
-app = typer.Typer(
+app = Command(
     help="xbus: the city's data exchange bus.", no_args_is_help=True, add_completion=False
 )
 

@@ -4,7 +4,10 @@ markup), and how a command that needs the catalog gets it or stops."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.markup import escape
 
@@ -30,6 +33,34 @@ def load_catalog() -> Catalog:
 
 
 def fail(text: object) -> typer.Exit:
-    """Print ``error: text`` and return the exit to raise (code 1)."""
+    """Print ``error: text`` and return the exit to raise (code 1); a Kafka error or a
+    timeout is told as Kafka being out of reach, with where the command looked for it."""
+    if isinstance(text, KafkaException | TimeoutError):
+        text = kafka_unreachable(text)
     problem("error", text)
     return typer.Exit(1)
+
+
+def kafka_unreachable(exc: BaseException) -> str:
+    """One line for a Kafka client error: which bootstrap servers, and what failed."""
+    detail = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+    try:
+        where = bus_settings().bootstrap_servers
+    except Exception:  # settings that do not load are not what this line is about
+        where = "the configured bootstrap servers"
+    return (
+        f"could not reach Kafka at {where}: {detail} "
+        "(is it running? `xbus stack up`, or set XBUS_BOOTSTRAP_SERVERS)"
+    )
+
+
+class Command(typer.Typer):
+    """The ``xbus`` command: a Kafka error or timeout that a subcommand did not handle ends
+    in one line (``fail``) and exit 1, never a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except (KafkaException, TimeoutError) as exc:
+            problem("error", kafka_unreachable(exc))
+            raise SystemExit(1) from None
