@@ -25,6 +25,12 @@ def registry_client(settings: BusSettings) -> SchemaRegistryClient:
     return SchemaRegistryClient(settings.registry_config())
 
 
+def registry_url_of(registry: SchemaRegistryClient) -> str:
+    """The (first) URL ``registry`` talks to; confluent-kafka keeps it on its REST client and
+    offers no public accessor."""
+    return str(registry._rest_client.base_urls[0])
+
+
 class EventDeserializer:
     """Decodes each message with the writer schema its id names (parsed once per id)."""
 

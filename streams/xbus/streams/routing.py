@@ -27,6 +27,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from xbus.core import headers
 from xbus.core.catalog import Dataset
+from xbus.core.contracts import set_subject_compatibility
 from xbus.core.envelope import (
     ChangeEvent,
     record_full_name,
@@ -36,7 +37,7 @@ from xbus.core.envelope import (
 from xbus.core.errors import RegistryUnavailable, SerializationError
 from xbus.core.headers import Headers
 from xbus.core.metrics import DEAD_LETTERS, EVENTS_DENIED, EVENTS_FILTERED, MASKS_APPLIED
-from xbus.core.serde import EventDecoder, WireEncoder
+from xbus.core.serde import EventDecoder, WireEncoder, registry_url_of
 from xbus.core.topics import (
     AUDIT_TOPIC,
     DEAD_LETTER_TOPIC,
@@ -75,11 +76,17 @@ class Routing:
 
 class ViewEncoders:
     """The encoder of each grant version's view schema, registered under the subscriber
-    topic's subject on first use (with no registry, schema id 0: for tests and explain)."""
+    topic's subject on first use (with no registry, schema id 0: for tests and explain).
+
+    A view subject's compatibility is ``NONE``: the office may add, drop or retype the fields
+    a subscriber receives with any new grant version, and every record names its own schema
+    id. The registry's global default (``FULL_TRANSITIVE``, for the departments' datasets)
+    would refuse such a change and stop delivery to that subscriber."""
 
     def __init__(self, registry: SchemaRegistryClient | None) -> None:
         self._registry = registry
         self._encoders: dict[tuple[str, int], tuple[WireEncoder, str]] = {}
+        self._subjects_opened: set[str] = set()
 
     def __call__(self, grant: CompiledGrant) -> tuple[WireEncoder, str]:
         """The grant's encoder and the full name of its view record."""
@@ -90,8 +97,8 @@ class ViewEncoders:
             if self._registry is not None:
                 subject = value_subject(grant.topic)
                 try:
-                    schema_id = self._registry.register_schema(
-                        subject, Schema(json.dumps(grant.view_schema), "AVRO")
+                    schema_id = self._register(
+                        self._registry, subject, Schema(json.dumps(grant.view_schema), "AVRO")
                     )
                 except SchemaRegistryError as exc:
                     if exc.http_status_code is not None and 400 <= exc.http_status_code < 500:
@@ -102,6 +109,24 @@ class ViewEncoders:
             found = (WireEncoder(schema_id, grant.view_schema), record_full_name(grant.view_record))
             self._encoders[key] = found
         return found
+
+    def _register(self, registry: SchemaRegistryClient, subject: str, schema: Schema) -> int:
+        """Register ``schema`` under ``subject``, whose compatibility is made ``NONE`` first
+        (or, for a subject that does not exist yet, right after its first schema: the
+        registry keeps no settings for a subject it does not know)."""
+        if subject not in self._subjects_opened:
+            url = registry_url_of(registry)
+            try:
+                set_subject_compatibility(registry, url, subject, "NONE")
+            except SchemaRegistryError as exc:
+                if exc.http_status_code != 404:
+                    raise
+                schema_id = registry.register_schema(subject, schema)
+                set_subject_compatibility(registry, url, subject, "NONE")
+                self._subjects_opened.add(subject)
+                return int(schema_id)
+            self._subjects_opened.add(subject)
+        return int(registry.register_schema(subject, schema))
 
 
 def read_event(
