@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.support.checkout import ROOT
-from tests.support.grant_helpers import compile_grant, load_grant
+from tests.support.grant_helpers import HEADER, compile_grant, grant_problems, load_grant
 from xbus.core.catalog import Catalog
 from xbus.core.envelope import Op, change_event
 from xbus.producers.demodata import DemoData
@@ -21,22 +20,9 @@ from xbus.streams.masks import District, Hash, Pseudonym, Round, ShowFirst, Show
 CATALOG = Catalog.load(ROOT / "schemas")
 NOW = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
 
-HEADER = """\
-grant: test-grant
-subscriber: tester
-dataset: market_regulation.business_licence
-purpose: testing
-legal_basis: none
-approval: T-1
-valid_from: 2026-01-01T00:00:00+08:00
-"""
-
 
 def _problems(tmp_path: Path, body: str, header: str = HEADER) -> list[str]:
-    path = tmp_path / "grant.yaml"
-    path.write_text(header + textwrap.dedent(body))
-    _, problems = load_grants([path], CATALOG)
-    return [str(p).removeprefix(f"{path}:") for p in problems]
+    return grant_problems(tmp_path, body, CATALOG, header)
 
 
 def test_the_demo_grants_are_valid() -> None:
