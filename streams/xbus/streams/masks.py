@@ -135,12 +135,16 @@ class Pseudonym(_Mask):
         return (STRING, INT, LONG, DECIMAL)
 
     def function(self) -> Callable[[Any], Any]:
-        keys: list[bytes] = []  # read on first use, so a grant validates without the secret
+        # Keyed on first use (so a grant validates without the secret), then copied per
+        # value like the hash's, instead of keying a new HMAC for each one.
+        keyed: list[hmac.HMAC] = []
 
         def pseudonym(v: Any) -> str:
-            if not keys:
-                keys.append(pseudonym_key())
-            return hmac.new(keys[0], _text(v).encode(), hashlib.sha256).hexdigest()[:32]
+            if not keyed:
+                keyed.append(hmac.new(pseudonym_key(), digestmod=hashlib.sha256))
+            mac = keyed[0].copy()
+            mac.update(_text(v).encode())
+            return mac.hexdigest()[:32]
 
         return pseudonym
 
