@@ -33,10 +33,18 @@ class BusSettings(BaseSettings):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     schema_registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    # Kafka's client security: PLAINTEXT, SASL_PLAINTEXT or SASL_SSL; with SASL, a user and
+    # its password (the value, or a file that holds it), and for SASL_SSL the CA to trust.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_ca_location: Path | None = None
+    # The registry's HTTP basic credentials (none: anonymous).
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+    schema_registry_password_file: Path | None = None
     schemas_dir: Path = Path("schemas")
     grants_dir: Path = Path("grants")
     deliveries_dir: Path = Path("deliveries")
@@ -44,6 +52,10 @@ class BusSettings(BaseSettings):
     # The secret of keyed pseudonyms and hashes: the value, or a file that holds it.
     pseudonym_key: SecretStr | None = None
     pseudonym_key_file: Path | None = None
+    # The data-sharing office's Ed25519 keys (PEM files): the private one signs grants on
+    # ``xbus grants apply`` (the office's machine only); the engine holds only the public one.
+    grant_signing_key_file: Path | None = None
+    grant_verify_key_file: Path | None = None
 
     @field_validator("schemas_dir", "grants_dir", "deliveries_dir")
     @classmethod
@@ -69,6 +81,26 @@ class BusSettings(BaseSettings):
             )
         return key.encode()
 
+    def kafka_password(self) -> str:
+        """The SASL password: ``XBUS_SASL_PASSWORD``, else the contents of
+        ``XBUS_SASL_PASSWORD_FILE``, else empty."""
+        return _secret(self.sasl_password, self.sasl_password_file, "the Kafka password")
+
+    def registry_password(self) -> str:
+        """The registry password: ``XBUS_SCHEMA_REGISTRY_PASSWORD``, else the contents of
+        ``XBUS_SCHEMA_REGISTRY_PASSWORD_FILE``, else empty."""
+        return _secret(
+            self.schema_registry_password,
+            self.schema_registry_password_file,
+            "the schema registry password",
+        )
+
+    def registry_auth(self) -> tuple[str, str] | None:
+        """``(user, password)`` for the registry's HTTP basic auth, or ``None`` (anonymous)."""
+        if not self.schema_registry_username:
+            return None
+        return (self.schema_registry_username, self.registry_password())
+
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """The librdkafka configuration for a client of this cluster, with ``overrides`` on top."""
         config: dict[str, Any] = {
@@ -78,9 +110,9 @@ class BusSettings(BaseSettings):
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
             config["sasl.username"] = self.sasl_username or ""
-            config["sasl.password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else ""
-            )
+            config["sasl.password"] = self.kafka_password()
+        if self.ssl_ca_location is not None:
+            config["ssl.ca.location"] = str(self.ssl_ca_location)
         config.update(overrides)
         return config
 
@@ -116,7 +148,23 @@ class BusSettings(BaseSettings):
 
     def registry_config(self) -> dict[str, Any]:
         """The configuration of a confluent-kafka ``SchemaRegistryClient``."""
-        return {"url": self.schema_registry_url}
+        config: dict[str, Any] = {"url": self.schema_registry_url}
+        auth = self.registry_auth()
+        if auth is not None:
+            config["basic.auth.user.info"] = f"{auth[0]}:{auth[1]}"
+        return config
+
+
+def _secret(value: SecretStr | None, file: Path | None, what: str) -> str:
+    """A secret given as a value or as a file holding it (trailing whitespace dropped)."""
+    if value is not None and value.get_secret_value():
+        return value.get_secret_value()
+    if file is None:
+        return ""
+    try:
+        return file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} from {file}: {exc}") from exc
 
 
 def secret_from_env(variable: str, what: str) -> SecretStr:

@@ -79,11 +79,13 @@ def _credentials(settings: BusSettings) -> faust.SASLCredentials | None:
     """Faust's form of the bus's SASL settings (the same ones librdkafka clients get)."""
     if not settings.sasl_mechanism:
         return None
-    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    ssl_context = ssl.create_default_context() if settings.security_protocol == "SASL_SSL" else None
+    ssl_context = None
+    if settings.security_protocol == "SASL_SSL":
+        ca = settings.ssl_ca_location
+        ssl_context = ssl.create_default_context(cafile=str(ca) if ca else None)
     return faust.SASLCredentials(
         username=settings.sasl_username,
-        password=password,
+        password=settings.kafka_password(),
         mechanism=settings.sasl_mechanism,
         ssl_context=ssl_context,
     )
