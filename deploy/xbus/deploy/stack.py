@@ -15,6 +15,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xbus.core.settings import home_dir
+from xbus.core.signatures import ensure_keypair
 from xbus.deploy.kafka import KafkaConfig, LocalKafka
 from xbus.deploy.postgres import LocalPostgres, PostgresConfig
 from xbus.deploy.process import ManagedProcess, free_port
@@ -136,12 +137,22 @@ class LocalStack:
 
     def client_env(self) -> dict[str, str]:
         """The environment that points xbus components and tests at this stack."""
+        signing, verifying = ensure_keypair(self.secrets_dir)
         return {
             "XBUS_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "XBUS_SCHEMA_REGISTRY_URL": self.registry_url,
             "XBUS_POSTGRES_DSN": self.postgres_dsn,
             "XBUS_PSEUDONYM_KEY_FILE": str(self.pseudonym_key_file()),
+            "XBUS_GRANT_SIGNING_KEY_FILE": str(signing),
+            "XBUS_GRANT_VERIFY_KEY_FILE": str(verifying),
         }
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Where the stack keeps its generated secrets (0700; each file 0600)."""
+        path = self.data_dir / "secrets"
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
 
     def pseudonym_key_file(self) -> Path:
         """The local stack's secret for keyed pseudonyms, made once and kept with its data
