@@ -49,6 +49,9 @@ class BusSettings(BaseSettings):
     grants_dir: Path = Path("grants")
     deliveries_dir: Path = Path("deliveries")
     metrics_host: str = "127.0.0.1"
+    # Where generated secrets are kept (a 0700 folder of 0600 files): Kafka users' passwords
+    # under ``kafka/``, the registry's under ``registry/``, the office's signing keys.
+    secrets_dir: Path = Path(".xbus/secrets")
     # The secret of keyed pseudonyms and hashes: the value, or a file that holds it.
     pseudonym_key: SecretStr | None = None
     pseudonym_key_file: Path | None = None
@@ -57,7 +60,7 @@ class BusSettings(BaseSettings):
     grant_signing_key_file: Path | None = None
     grant_verify_key_file: Path | None = None
 
-    @field_validator("schemas_dir", "grants_dir", "deliveries_dir")
+    @field_validator("schemas_dir", "grants_dir", "deliveries_dir", "secrets_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         # Fixed where the settings are read, so a process started elsewhere finds the same.

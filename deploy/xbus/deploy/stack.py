@@ -143,6 +143,7 @@ class LocalStack:
             "XBUS_SCHEMA_REGISTRY_URL": self.registry_url,
             "XBUS_POSTGRES_DSN": self.postgres_dsn,
             "XBUS_PSEUDONYM_KEY_FILE": str(self.pseudonym_key_file()),
+            "XBUS_SECRETS_DIR": str(self.secrets_dir),
             "XBUS_GRANT_SIGNING_KEY_FILE": str(signing),
             "XBUS_GRANT_VERIFY_KEY_FILE": str(verifying),
         }
