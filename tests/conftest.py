@@ -32,7 +32,8 @@ class Bus:
     origin: str
 
     def env(self) -> dict[str, str]:
-        """The environment of a component process that should use this bus."""
+        """The environment of a component process that should use this bus (its credentials
+        come with the environment: ``xbus stack exec``, or the launcher fixture, sets them)."""
         return {
             **os.environ,
             "XBUS_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
@@ -52,7 +53,9 @@ def _reachable(settings: BusSettings) -> str | None:
     except Exception as exc:
         return f"no broker answers on {settings.bootstrap_servers}: {exc}"
     try:
-        httpx.get(f"{settings.schema_registry_url}/subjects", timeout=10).raise_for_status()
+        httpx.get(
+            f"{settings.schema_registry_url}/subjects", auth=settings.registry_auth(), timeout=10
+        ).raise_for_status()
     except httpx.HTTPError as exc:
         return f"no schema registry answers on {settings.schema_registry_url}: {exc}"
     return None
@@ -93,13 +96,11 @@ def _from_launcher() -> Generator[Bus, None, None]:
 
     stack = LocalStack.ephemeral()
     stack.start()
+    # As ``xbus stack exec`` does: the stack's addresses and credentials, for this process and
+    # the components it starts.
+    os.environ.update(stack.client_env())
     try:
-        yield Bus(
-            BusSettings(
-                bootstrap_servers=stack.bootstrap_servers, schema_registry_url=stack.registry_url
-            ),
-            "launcher (fixture)",
-        )
+        yield Bus(BusSettings(), "launcher (fixture)")
     finally:
         stack.stop()
         stack.remove_data()

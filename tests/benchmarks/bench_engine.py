@@ -97,13 +97,7 @@ def _timestamps(
     settings: BusSettings, topic: str, count: int, timeout: float = 600
 ) -> dict[bytes, int]:
     """Output timestamp (ms) by value prefix hash... keyed by record key + source offset."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"bench-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = Consumer(settings.consumer_config(f"bench-{uuid.uuid4()}"))
     consumer.subscribe([topic])
     found: dict[bytes, int] = {}
     deadline = time.monotonic() + timeout
@@ -126,11 +120,7 @@ def _timestamps(
 
 def _source_timestamps(settings: BusSettings, topic: str) -> dict[bytes, int]:
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"bench-{uuid.uuid4()}",
-            "enable.partition.eof": True,
-        }
+        settings.kafka_config(**{"group.id": f"bench-{uuid.uuid4()}", "enable.partition.eof": True})
     )
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])

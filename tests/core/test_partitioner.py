@@ -55,7 +55,9 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
 public class KeyedProducer {
     public static void main(String[] args) throws Exception {
         Properties config = new Properties();
-        config.put("bootstrap.servers", args[0]);
+        try (var file = new java.io.FileReader(args[0], StandardCharsets.UTF_8)) {
+            config.load(file);
+        }
         config.put("acks", "all");
         config.put("key.serializer", ByteArraySerializer.class.getName());
         config.put("value.serializer", ByteArraySerializer.class.getName());
@@ -105,12 +107,32 @@ def java_producer(kafka_jars: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return source
 
 
+def _java_client_properties(settings: BusSettings) -> str:
+    lines = [
+        f"bootstrap.servers={settings.bootstrap_servers}",
+        f"security.protocol={settings.security_protocol}",
+    ]
+    if settings.sasl_mechanism:
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        lines += [
+            f"sasl.mechanism={settings.sasl_mechanism}",
+            f'sasl.jaas.config={module} required username="{settings.sasl_username}" '
+            f'password="{settings.kafka_password()}";',
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def java_partitions(
     source: Path, jars: Path, settings: BusSettings, topic: str, keys: list[bytes]
 ) -> dict[bytes, int]:
     """Where Kafka's Java producer put each key of ``keys`` in ``topic``."""
+    # The client's settings (its credentials too) go in a file, as they would for any Java
+    # client of the bus.
+    client = source.parent / "client.properties"
+    client.write_text(_java_client_properties(settings))
+    client.chmod(0o600)
     result = subprocess.run(
-        ["java", "-cp", f"{jars}/*", str(source), settings.bootstrap_servers, topic],
+        ["java", "-cp", f"{jars}/*", str(source), str(client), topic],
         input="".join(key.hex() + "\n" for key in keys),
         capture_output=True,
         text=True,

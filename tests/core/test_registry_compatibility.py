@@ -24,7 +24,9 @@ pytestmark = pytest.mark.broker
 
 
 def _global(bus: Bus) -> str:
-    answer = httpx.get(f"{bus.settings.schema_registry_url}/config", timeout=10)
+    answer = httpx.get(
+        f"{bus.settings.schema_registry_url}/config", auth=bus.settings.registry_auth(), timeout=10
+    )
     answer.raise_for_status()
     return str(answer.json()["compatibilityLevel"])
 
@@ -33,10 +35,12 @@ def _global(bus: Bus) -> str:
 def reset_to_none(bus: Bus) -> Iterator[None]:
     """The registry as Apicurio starts it, global compatibility NONE; put back afterwards."""
     url = f"{bus.settings.schema_registry_url}/config"
-    httpx.put(url, json={"compatibility": "NONE"}, timeout=10).raise_for_status()
+    auth = bus.settings.registry_auth()
+    httpx.put(url, json={"compatibility": "NONE"}, auth=auth, timeout=10).raise_for_status()
     assert _global(bus) == "NONE"
     yield
-    httpx.put(url, json={"compatibility": DEFAULT_COMPATIBILITY}, timeout=10).raise_for_status()
+    default = {"compatibility": DEFAULT_COMPATIBILITY}
+    httpx.put(url, json=default, auth=auth, timeout=10).raise_for_status()
 
 
 @pytest.mark.usefixtures("reset_to_none")
@@ -61,7 +65,15 @@ def test_the_launcher_sets_the_global_default(bus: Bus) -> None:
     url = urlsplit(bus.settings.schema_registry_url)
     if url.path.rstrip("/") != CCOMPAT_PATH or url.hostname is None or url.port is None:
         pytest.skip("the registry under test is not the launcher's Apicurio")
-    launcher = LocalRegistry(RegistryConfig("unused", host=url.hostname, port=url.port))
+    launcher = LocalRegistry(
+        RegistryConfig(
+            "unused",
+            host=url.hostname,
+            port=url.port,
+            secured=bus.settings.registry_auth() is not None,
+            secrets_dir=bus.settings.secrets_dir,
+        )
+    )
 
     launcher.set_default_compatibility()
 

@@ -27,6 +27,7 @@ def _config(tmp_path: Path, **overrides: object) -> KafkaConfig:
         "cache_dir": StackSettings().cache,
         "run_dir": tmp_path / "run",
         "heap": "256m",
+        "secrets_dir": tmp_path / "secrets",
     }
     values.update(overrides)
     return KafkaConfig(**values)  # type: ignore[arg-type]
@@ -64,7 +65,7 @@ def test_a_second_start_reuses_the_data(tmp_path: Path) -> None:
     kafka = LocalKafka(config)
     kafka.start()
     try:
-        admin = AdminClient({"bootstrap.servers": config.bootstrap_servers})
+        admin = AdminClient(config.client_config())
         admin.create_topics([NewTopic("kept", 1, 1)])["kept"].result(30)
     finally:
         kafka.stop()
@@ -73,11 +74,7 @@ def test_a_second_start_reuses_the_data(tmp_path: Path) -> None:
     again = LocalKafka(config)
     again.start()
     try:
-        topics = (
-            AdminClient({"bootstrap.servers": config.bootstrap_servers})
-            .list_topics(timeout=30)
-            .topics
-        )
+        topics = AdminClient(config.client_config()).list_topics(timeout=30).topics
     finally:
         again.stop()
     assert "kept" in topics

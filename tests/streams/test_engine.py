@@ -165,7 +165,7 @@ def test_poison_input_goes_to_dead_letters_and_good_events_flow(
     )
     poison = f"not avro {uuid.uuid4()}".encode()
     unknown_id = b"\x00\x7f\xff\xff\xf0" + poison
-    producer = Producer({"bootstrap.servers": bus.settings.bootstrap_servers})
+    producer = Producer(bus.settings.producer_config())
     producer.produce(CLINICS, key=b"poison", value=poison)
     producer.produce(CLINICS, key=b"poison", value=unknown_id)
     assert producer.flush(30) == 0
@@ -175,13 +175,7 @@ def test_poison_input_goes_to_dead_letters_and_good_events_flow(
         assert read_events(bus.settings, f"deliver.{watched}.clinic", {good}, 90)
         assert (_metric(port, "xbus_dead_letters_total", 'reason="not_wire_format"') or 0) >= 1
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bus.settings.bootstrap_servers,
-            "group.id": f"dlq-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = Consumer(bus.settings.consumer_config(f"dlq-{uuid.uuid4()}"))
     consumer.subscribe([DEAD_LETTER_TOPIC])
     found: dict[bytes, dict[str, bytes]] = {}
 

@@ -58,13 +58,7 @@ def test_keys_come_from_the_view_and_failures_reach_the_subscriber_without_the_r
     letters: dict[str, tuple[bytes | None, dict[str, bytes], bytes]] = {}
     with engine(bus, tmp_path, f"keys-{tag}"):
         found = read_events(bus.settings, f"deliver.{keyless}.clinic", {event_id}, 90)
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bus.settings.bootstrap_servers,
-                "group.id": f"keys-{uuid.uuid4()}",
-                "auto.offset.reset": "earliest",
-            }
-        )
+        consumer = Consumer(bus.settings.consumer_config(f"keys-{uuid.uuid4()}"))
         consumer.subscribe([subscriber_dead_letter_topic(failing)])
 
         def arrived() -> bool:

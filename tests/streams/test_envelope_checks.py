@@ -74,7 +74,7 @@ def test_forged_envelopes_go_to_the_dead_letters_with_their_reason_and_to_no_one
         "missing_image": forged(Op.UPDATE, before=None, after=None),
         "key_mismatch": forged(Op.CREATE, key="91310000NOT-ITS-KEY"),
     }
-    producer = Producer({"bootstrap.servers": bus.settings.bootstrap_servers})
+    producer = Producer(bus.settings.producer_config())
     for _, key, value in cases.values():
         producer.produce(licences.topic, key=key, value=value)
     assert producer.flush(30) == 0
@@ -98,13 +98,7 @@ def test_forged_envelopes_go_to_the_dead_letters_with_their_reason_and_to_no_one
 
 
 def _dead_letter_reasons(bus: Bus, values: set[bytes]) -> dict[bytes, str]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bus.settings.bootstrap_servers,
-            "group.id": f"dlq-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = Consumer(bus.settings.consumer_config(f"dlq-{uuid.uuid4()}"))
     consumer.subscribe([DEAD_LETTER_TOPIC])
     found: dict[bytes, str] = {}
 

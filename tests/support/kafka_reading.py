@@ -16,9 +16,7 @@ from xbus.core.settings import BusSettings
 
 def end_offsets(settings: BusSettings, topic: str) -> dict[int, int]:
     """The high watermark of each partition of ``topic`` (0 where it has none yet)."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap_servers, "group.id": f"offsets-{uuid.uuid4()}"}
-    )
+    consumer = Consumer(settings.consumer_config(f"offsets-{uuid.uuid4()}"))
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -35,15 +33,9 @@ def read_events(
     settings: BusSettings, topic: str, event_ids: set[str], timeout: float = 60.0
 ) -> dict[str, tuple[bytes | None, dict[str, Any]]]:
     """``{event_id: (key, decoded value)}`` for the given events, decoded with the stock
-    ``AvroDeserializer`` and nothing but the registry URL."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"reader-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    decode = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    ``AvroDeserializer`` and nothing but the registry's URL and credentials."""
+    consumer = Consumer(settings.consumer_config(f"reader-{uuid.uuid4()}"))
+    decode = AvroDeserializer(SchemaRegistryClient(settings.registry_config()))
     context = SerializationContext(topic, MessageField.VALUE)
     found: dict[str, tuple[bytes | None, dict[str, Any]]] = {}
     consumer.subscribe([topic])

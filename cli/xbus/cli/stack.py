@@ -133,9 +133,10 @@ def _start_infrastructure(stack: LocalStack) -> None:
 def _provision(stack: LocalStack, demo: bool) -> None:
     """Register the dataset schemas; for the demo, also put its grants in force and load
     the districts table."""
-    settings = BusSettings(
-        bootstrap_servers=stack.bootstrap_servers, schema_registry_url=stack.registry_url
-    )
+    # This process, too, speaks to the stack as its components do: its addresses and the
+    # office's credentials (by file).
+    os.environ.update(stack.client_env())
+    settings = BusSettings()
     catalog = Catalog.load(settings.schemas_dir)
     registered = register_catalog(catalog, registry_client(settings))
     console.print(
@@ -221,6 +222,11 @@ def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
         f"schema registry  {stack.registry_url}",
         f"PostgreSQL       {stack.postgres_dsn}",
     ]
+    if stack.settings.secured:
+        lines.append(
+            f"credentials      {stack.secrets_dir} (Kafka: SASL/SCRAM; registry: basic auth; "
+            "docs/security.md)"
+        )
     if demo is not None:
         lines += [
             f"engine metrics   http://127.0.0.1:{ENGINE_METRICS}/metrics",
@@ -293,8 +299,9 @@ def up(
 def exec(ctx: typer.Context) -> None:  # noqa: A001
     """Start a throw-away stack, run the command after ``--`` against it, and stop the stack.
 
-    The command sees XBUS_BOOTSTRAP_SERVERS, XBUS_SCHEMA_REGISTRY_URL and XBUS_POSTGRES_DSN;
-    its exit code is ours.
+    The command sees the stack's addresses and the office's credentials (by file) in XBUS_
+    variables (XBUS_BOOTSTRAP_SERVERS, XBUS_SASL_*, XBUS_SCHEMA_REGISTRY_*, XBUS_POSTGRES_DSN,
+    ...); its exit code is ours.
     """
     if not ctx.args:
         raise typer.BadParameter("give the command to run after --, e.g. xbus stack exec -- pytest")

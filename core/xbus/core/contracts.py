@@ -17,7 +17,7 @@ from xbus.core.catalog import DEFAULT_COMPATIBILITY, Catalog, Dataset
 from xbus.core.compatibility import Incompatibility, mode_problems
 from xbus.core.envelope import record_of
 from xbus.core.errors import CatalogError, RegistryUnavailable, XbusError
-from xbus.core.serde import registered_schema_id, registry_url_of
+from xbus.core.serde import registered_schema_id, registry_rest_of
 from xbus.core.topics import value_subject
 
 
@@ -124,7 +124,6 @@ def register_catalog(catalog: Catalog, registry: SchemaRegistryClient) -> list[R
 
     Raises ``XbusError`` naming the dataset and every broken rule if a schema would break its
     mode, before registering anything."""
-    registry_url = registry_url_of(registry)
     problems = check_against_registry(catalog, registry)
     if problems:
         raise XbusError("not registering: " + "; ".join(str(p) for p in problems))
@@ -139,7 +138,7 @@ def register_catalog(catalog: Catalog, registry: SchemaRegistryClient) -> list[R
                 subject, Schema(json.dumps(dataset.envelope), "AVRO")
             )
         if _compatibility(registry, subject) != dataset.compatibility:
-            set_subject_compatibility(registry, registry_url, subject, dataset.compatibility)
+            set_subject_compatibility(registry, subject, dataset.compatibility)
             changed = True
         done.append(Registration(dataset, subject, int(schema_id), changed))
     return done
@@ -148,9 +147,7 @@ def register_catalog(catalog: Catalog, registry: SchemaRegistryClient) -> list[R
 _APICURIO_CCOMPAT = "/apis/ccompat/"
 
 
-def set_subject_compatibility(
-    registry: SchemaRegistryClient, registry_url: str, subject: str, level: str
-) -> None:
+def set_subject_compatibility(registry: SchemaRegistryClient, subject: str, level: str) -> None:
     """Set ``subject``'s compatibility to ``level``.
 
     Apicurio's Confluent API stores a subject's ``NONE`` as "no rule of its own", so the global
@@ -158,6 +155,7 @@ def set_subject_compatibility(
     set as the artifact's own rule through Apicurio's API (its ccompat path gives it away).
     Other Confluent-API registries honour the subject's ``NONE`` as it is."""
     registry.set_compatibility(subject_name=subject, level=level)
+    registry_url, session = registry_rest_of(registry)
     if level != "NONE" or _APICURIO_CCOMPAT not in registry_url:
         return
     rules = (
@@ -166,9 +164,9 @@ def set_subject_compatibility(
     )
     rule = {"ruleType": "COMPATIBILITY", "config": "NONE"}
     try:
-        answer = httpx.post(rules, json=rule, timeout=30)
+        answer = session.post(rules, json=rule, timeout=30)
         if answer.status_code == 409:  # the artifact has a rule already: make it NONE
-            answer = httpx.put(f"{rules}/COMPATIBILITY", json=rule, timeout=30)
+            answer = session.put(f"{rules}/COMPATIBILITY", json=rule, timeout=30)
         answer.raise_for_status()
     except httpx.HTTPError as exc:
         raise RegistryUnavailable(f"setting {subject}'s compatibility to NONE: {exc}") from exc

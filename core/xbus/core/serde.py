@@ -25,10 +25,12 @@ def registry_client(settings: BusSettings) -> SchemaRegistryClient:
     return SchemaRegistryClient(settings.registry_config())
 
 
-def registry_url_of(registry: SchemaRegistryClient) -> str:
-    """The (first) URL ``registry`` talks to; confluent-kafka keeps it on its REST client and
-    offers no public accessor."""
-    return str(registry._rest_client.base_urls[0])
+def registry_rest_of(registry: SchemaRegistryClient) -> tuple[str, Any]:
+    """The (first) URL ``registry`` talks to and its HTTP session (which carries the client's
+    credentials and TLS settings), for calls its API lacks; confluent-kafka keeps both on its
+    REST client and offers no public accessor."""
+    rest = registry._rest_client
+    return str(rest.base_urls[0]), rest.session
 
 
 class EventDeserializer:

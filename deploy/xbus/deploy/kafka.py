@@ -1,5 +1,14 @@
 """A single-node Apache Kafka 4 broker in KRaft mode (combined broker and controller) on
-loopback, run from the official jars."""
+loopback, run from the official jars, secured by default.
+
+Secured: clients authenticate with SASL/SCRAM-SHA-512 on the client listener; the KRaft
+``StandardAuthorizer`` refuses whatever no ACL allows (``allow.everyone.if.no.acl.found=false``).
+The broker reaches its own controller with SASL/PLAIN as user ``controller`` (a PLAINTEXT
+controller listener would make it ``ANONYMOUS``, refused registration). ``admin`` and
+``controller`` are the super users; ``admin`` and ``registry`` (the schema registry's own
+storage) get SCRAM credentials when the storage is formatted. Every password is generated into
+``<secrets>/kafka/<user>.password`` (0600) and passed to Java in files, never on a command
+line."""
 
 from __future__ import annotations
 
@@ -17,11 +26,18 @@ from confluent_kafka.admin import AdminClient
 from xbus.deploy.errors import LauncherError
 from xbus.deploy.jars import resolve_artifacts
 from xbus.deploy.process import ManagedProcess, check_port_free
+from xbus.deploy.secret_files import password_file, read_secret, write_private
 
 # Shipped inside the package (``resources/kafka``); Maven and Java need real file paths.
 _RESOURCES = Path(str(files("xbus.deploy").joinpath("resources")))
 KAFKA_POM = _RESOURCES / "kafka" / "pom.xml"
 KAFKA_LOG4J = _RESOURCES / "kafka" / "log4j2.properties"
+
+ADMIN_USER = "admin"
+CONTROLLER_USER = "controller"
+REGISTRY_USER = "registry"
+MECHANISM = "SCRAM-SHA-512"
+_SCRAM_USERS = (ADMIN_USER, REGISTRY_USER)
 
 
 @dataclass
@@ -37,26 +53,61 @@ class KafkaConfig:
     heap: str = "768m"
     partitions: int = 3
     start_timeout: float = 90.0
+    # SASL/SCRAM and ACLs (the default); False only for a throw-away broker in launcher tests.
+    secured: bool = True
+    secrets_dir: Path = Path(".xbus/secrets")
 
     @property
     def bootstrap_servers(self) -> str:
         """The address clients connect to."""
         return f"{self.host}:{self.port}"
 
+    def password_file(self, user: str) -> Path:
+        """The file holding ``user``'s password (made on first use)."""
+        return password_file(self.secrets_dir.resolve() / "kafka" / f"{user}.password")
+
+    def client_config(self, user: str = ADMIN_USER) -> dict[str, Any]:
+        """The librdkafka settings with which ``user`` reaches this broker."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.secured:
+            config |= {
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": MECHANISM,
+                "sasl.username": user,
+                "sasl.password": read_secret(self.password_file(user)),
+            }
+        return config
+
+    def client_env(self, user: str = ADMIN_USER) -> dict[str, str]:
+        """The ``XBUS_`` settings with which an xbus component reaches this broker as ``user``
+        (its password by file)."""
+        env = {"XBUS_BOOTSTRAP_SERVERS": self.bootstrap_servers}
+        if self.secured:
+            env |= {
+                "XBUS_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "XBUS_SASL_MECHANISM": MECHANISM,
+                "XBUS_SASL_USERNAME": user,
+                "XBUS_SASL_PASSWORD_FILE": str(self.password_file(user)),
+            }
+        return env
+
 
 def server_properties(config: KafkaConfig) -> str:
-    """The broker's ``server.properties`` for ``config``."""
+    """The broker's ``server.properties`` for ``config`` (with passwords when secured: the file
+    is written 0600)."""
     h = config.host
+    client = "SASL_PLAINTEXT" if config.secured else "PLAINTEXT"
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@{h}:{config.controller_port}",
-            f"listeners=PLAINTEXT://{h}:{config.port},CONTROLLER://{h}:{config.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{h}:{config.port}",
+            f"listeners={client}://{h}:{config.port},CONTROLLER://{h}:{config.controller_port}",
+            f"advertised.listeners={client}://{h}:{config.port}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"inter.broker.listener.name={client}",
+            f"listener.security.protocol.map=CONTROLLER:{client},{client}:{client}",
+            *(_security_properties(config) if config.secured else []),
             f"log.dirs={config.data_dir.resolve() / 'log'}",
             f"num.partitions={config.partitions}",
             "auto.create.topics.enable=true",
@@ -71,6 +122,32 @@ def server_properties(config: KafkaConfig) -> str:
             "",
         ]
     )
+
+
+def _security_properties(config: KafkaConfig) -> list[str]:
+    admin = read_secret(config.password_file(ADMIN_USER))
+    controller = read_secret(config.password_file(CONTROLLER_USER))
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+    return [
+        f"sasl.enabled.mechanisms={MECHANISM}",
+        f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
+        f"listener.name.sasl_plaintext.{MECHANISM.lower()}.sasl.jaas.config={scram} "
+        f'username="{ADMIN_USER}" password="{admin}";',
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        f"listener.name.controller.plain.sasl.jaas.config={plain} "
+        f'username="{CONTROLLER_USER}" password="{controller}" '
+        f'user_{CONTROLLER_USER}="{controller}";',
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+        f"super.users=User:{ADMIN_USER};User:{CONTROLLER_USER}",
+    ]
+
+
+def _argfile_line(argument: str) -> str:
+    """One argument as a ``java @argfile`` line: quoted, backslashes and quotes escaped."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class LocalKafka:
@@ -101,7 +178,8 @@ class LocalKafka:
 
     def _format(self, jars: Path) -> None:
         """Format the storage once; a data dir from an earlier run is reused as it is."""
-        log_dir = self.config.data_dir.resolve() / "log"
+        c = self.config
+        log_dir = c.data_dir.resolve() / "log"
         if (log_dir / "meta.properties").exists():
             return
         if log_dir.exists() and any(log_dir.iterdir()):
@@ -110,20 +188,42 @@ class LocalKafka:
                 "formatting it was interrupted. Remove it (its data is lost) or choose another "
                 "data dir."
             )
-        result = subprocess.run(
-            self._java(
-                jars,
-                "kafka.tools.StorageTool",
-                "format",
-                "--ignore-formatted",
-                f"--cluster-id={cluster_id()}",
-                f"--config={self._properties}",
-            ),
-            capture_output=True,
-            text=True,
+        argv = self._java(
+            jars,
+            "kafka.tools.StorageTool",
+            "format",
+            "--ignore-formatted",
+            f"--cluster-id={cluster_id()}",
+            f"--config={self._properties}",
         )
+        if c.secured:
+            for user in _SCRAM_USERS:
+                password = read_secret(c.password_file(user))
+                argv += ["--add-scram", f"{MECHANISM}=[name={user},password={password}]"]
+        # The SCRAM passwords go to Java in an argument file (0600, removed at once), not on
+        # the command line.
+        argfile = write_private(
+            c.data_dir.resolve() / "format.args", "\n".join(map(_argfile_line, argv[1:]))
+        )
+        try:
+            result = subprocess.run([argv[0], f"@{argfile}"], capture_output=True, text=True)
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise LauncherError(f"formatting {log_dir} failed:\n{result.stdout}{result.stderr}")
+
+    def _check_users_kept(self) -> None:
+        """A secured broker on a data dir formatted without its users (by an unsecured stack,
+        or whose password files were removed) would let nobody in: say so before starting."""
+        c = self.config
+        admin_password = c.secrets_dir.resolve() / "kafka" / f"{ADMIN_USER}.password"
+        formatted = (c.data_dir.resolve() / "log" / "meta.properties").exists()
+        if c.secured and formatted and not admin_password.exists():
+            raise LauncherError(
+                f"{c.data_dir.resolve() / 'log'} was formatted without xbus's Kafka users (by an "
+                f"unsecured stack, or {admin_password} was removed): nobody could log in to it. "
+                f"Remove {c.data_dir.resolve().parent} (its data is lost) to start afresh."
+            )
 
     def start(self) -> None:
         """Start the broker and wait until it answers metadata requests."""
@@ -140,11 +240,12 @@ class LocalKafka:
         check_port_free(
             c.host, c.controller_port, "the KRaft controller", "XBUS_STACK_CONTROLLER_PORT"
         )
+        self._check_users_kept()
         c.data_dir.mkdir(parents=True, exist_ok=True)
-        self._properties.write_text(server_properties(c))
+        write_private(self._properties, server_properties(c))
         self._format(jars)
         self.process.start()
-        probe: dict[str, Any] = {"bootstrap.servers": c.bootstrap_servers, "logger": _quiet}
+        probe: dict[str, Any] = {**c.client_config(), "logger": _quiet}
         admin = AdminClient(probe)
         self.process.wait_until(
             lambda: _answers(admin), c.start_timeout, f"answering on {c.bootstrap_servers}"

@@ -4,7 +4,6 @@ connector and the demo department, each a child process stopped in reverse order
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import sys
 import tempfile
@@ -16,10 +15,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xbus.core.settings import home_dir
 from xbus.core.signatures import ensure_keypair
-from xbus.deploy.kafka import KafkaConfig, LocalKafka
+from xbus.deploy.kafka import ADMIN_USER, REGISTRY_USER, KafkaConfig, LocalKafka
 from xbus.deploy.postgres import LocalPostgres, PostgresConfig
 from xbus.deploy.process import ManagedProcess, free_port
-from xbus.deploy.registry import LocalRegistry, RegistryConfig
+from xbus.deploy.registry import (
+    OFFICE_USER,
+    LocalRegistry,
+    RegistryConfig,
+    allow_storage,
+)
+from xbus.deploy.secret_files import password_file
 
 
 class StackSettings(BaseSettings):
@@ -38,6 +43,8 @@ class StackSettings(BaseSettings):
     postgres_port: int = 5433
     kafka_heap: str = "768m"
     start_timeout: float = 120.0
+    # SASL/SCRAM, ACLs and registry credentials; off only to compare or debug.
+    secured: bool = True
 
     @property
     def cache(self) -> Path:
@@ -70,11 +77,16 @@ class LocalStack:
                 run_dir=run_dir,
                 heap=s.kafka_heap,
                 start_timeout=s.start_timeout,
+                secured=s.secured,
+                secrets_dir=self.secrets_dir,
             )
         )
         self.registry = LocalRegistry(
             RegistryConfig(
                 bootstrap_servers=self.kafka.config.bootstrap_servers,
+                kafka_login=self.kafka.config.client_config(REGISTRY_USER),
+                secured=s.secured,
+                secrets_dir=self.secrets_dir,
                 host=s.host,
                 port=s.registry_port,
                 management_port=s.registry_management_port,
@@ -139,8 +151,8 @@ class LocalStack:
         """The environment that points xbus components and tests at this stack."""
         signing, verifying = ensure_keypair(self.secrets_dir)
         return {
-            "XBUS_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-            "XBUS_SCHEMA_REGISTRY_URL": self.registry_url,
+            **self.kafka.config.client_env(ADMIN_USER),
+            **self.registry.config.client_env(OFFICE_USER),
             "XBUS_POSTGRES_DSN": self.postgres_dsn,
             "XBUS_PSEUDONYM_KEY_FILE": str(self.pseudonym_key_file()),
             "XBUS_SECRETS_DIR": str(self.secrets_dir),
@@ -158,12 +170,7 @@ class LocalStack:
     def pseudonym_key_file(self) -> Path:
         """The local stack's secret for keyed pseudonyms, made once and kept with its data
         (so pseudonyms stay stable across runs)."""
-        path = self.data_dir / "pseudonym.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
-        return path
+        return password_file(self.secrets_dir / "pseudonym.key")
 
     def start(self) -> None:
         """Start the broker, the registry, then PostgreSQL; if one fails, what was started is
@@ -175,6 +182,8 @@ class LocalStack:
         ]
         for index, part in enumerate(parts):
             try:
+                if part is self.registry and self.kafka.config.secured:
+                    allow_storage(self.kafka.config.client_config(), REGISTRY_USER)
                 part.start()
             except BaseException:
                 for started in reversed(parts[: index + 1]):

@@ -37,7 +37,7 @@ from xbus.core.envelope import (
 from xbus.core.errors import RegistryUnavailable, SerializationError
 from xbus.core.headers import Headers
 from xbus.core.metrics import DEAD_LETTERS, EVENTS_DENIED, EVENTS_FILTERED, MASKS_APPLIED
-from xbus.core.serde import EventDecoder, WireEncoder, registry_url_of
+from xbus.core.serde import EventDecoder, WireEncoder
 from xbus.core.topics import (
     AUDIT_TOPIC,
     DEAD_LETTER_TOPIC,
@@ -115,14 +115,13 @@ class ViewEncoders:
         (or, for a subject that does not exist yet, right after its first schema: the
         registry keeps no settings for a subject it does not know)."""
         if subject not in self._subjects_opened:
-            url = registry_url_of(registry)
             try:
-                set_subject_compatibility(registry, url, subject, "NONE")
+                set_subject_compatibility(registry, subject, "NONE")
             except SchemaRegistryError as exc:
                 if exc.http_status_code != 404:
                     raise
                 schema_id = registry.register_schema(subject, schema)
-                set_subject_compatibility(registry, url, subject, "NONE")
+                set_subject_compatibility(registry, subject, "NONE")
                 self._subjects_opened.add(subject)
                 return int(schema_id)
             self._subjects_opened.add(subject)
