@@ -99,17 +99,16 @@ def _delivered_total(port: int) -> float:
     )
 
 
-def _demo_stream_token(data_dir: Path) -> str:
-    """The demo stream subscriber's token, made once and kept with the local stack's data
+def _demo_stream_token(stack: LocalStack) -> Path:
+    """The file of the demo stream subscriber's token, made once and kept with the stack's secrets
     (a real subscriber's token is printed once by ``xbus sse new-token`` and never stored)."""
     from xbus.consumers.sse.tokens import new_token
+    from xbus.deploy.secret_files import write_private
 
-    kept = data_dir / "sse-demo.token"
+    kept = stack.secrets_dir / "sse-demo.token"
     if not kept.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        kept.write_text(new_token(data_dir / "sse-tokens.toml", STREAM_SUBSCRIBER))
-        kept.chmod(0o600)
-    return kept.read_text().strip()
+        write_private(kept, new_token(stack.data_dir / "sse-tokens.toml", STREAM_SUBSCRIBER))
+    return kept
 
 
 @dataclass
@@ -118,7 +117,7 @@ class _DemoRun:
     and the live stream's token."""
 
     follower: _Follower
-    sse_token: str
+    sse_token: Path
 
 
 def _start_infrastructure(stack: LocalStack) -> None:
@@ -187,7 +186,7 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
         "connector-postgres.log",
     )
     stack.start_component("gateway", ["run", "gateway", "--port", str(GATEWAY_PORT)], "gateway.log")
-    sse_token = _demo_stream_token(stack.data_dir)
+    sse_token = _demo_stream_token(stack)
     stack.start_component(
         "sse",
         [
@@ -237,7 +236,7 @@ def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
             f"delivered tables {TABLE_SUBSCRIBER}.* (psql <PostgreSQL above>)",
             f"live stream      http://127.0.0.1:{SSE_PORT}/v1/stream "
             f"({STREAM_SUBSCRIBER}; docs/sse.md)",
-            f"  its token      {demo.sse_token}",
+            f"  its token      in {demo.sse_token} (a secret: never printed)",
             "[bold]the story[/bold]        market_regulation issues business licences (企业开办);",
             "                 within a second each subscriber receives, under grants/:",
             *(f"[green]{name:<17}[/green]{text}" for name, text in DEMO_SUBSCRIBERS.items()),

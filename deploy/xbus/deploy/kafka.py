@@ -156,7 +156,8 @@ class LocalKafka:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
         data = config.data_dir.resolve()
-        self._properties = data / "server.properties"
+        # It holds the broker's own passwords: kept with the secrets, not the data.
+        self._properties = config.secrets_dir.resolve() / "kafka" / "server.properties"
         self.process: ManagedProcess | None = None
         self._log_dir = data / "logs"
         self._pid_file = config.run_dir.resolve() / f"kafka-{config.port}.pid"
@@ -203,7 +204,8 @@ class LocalKafka:
         # The SCRAM passwords go to Java in an argument file (0600, removed at once), not on
         # the command line.
         argfile = write_private(
-            c.data_dir.resolve() / "format.args", "\n".join(map(_argfile_line, argv[1:]))
+            c.secrets_dir.resolve() / "kafka" / "format.args",
+            "\n".join(map(_argfile_line, argv[1:])),
         )
         try:
             result = subprocess.run([argv[0], f"@{argfile}"], capture_output=True, text=True)

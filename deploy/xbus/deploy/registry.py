@@ -173,9 +173,11 @@ class LocalRegistry:
         )
         runner = next(app.glob("apicurio-registry-app-*-runner.jar"))
         pid_file = c.run_dir.resolve() / f"registry-{c.port}.pid"
-        settings = write_private(c.log_dir.resolve() / "registry.properties", "")
-        if c.secured:
-            write_private(settings, _security_properties(c))
+        # It holds the users' digests and the Kafka password: kept with the secrets.
+        settings = write_private(
+            c.secrets_dir.resolve() / "registry" / "registry.properties",
+            _security_properties(c) if c.secured else "",
+        )
         argv = [
             "java",
             f"-Xmx{c.heap}",

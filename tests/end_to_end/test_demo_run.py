@@ -1,0 +1,138 @@
+"""``make run`` as a person runs it: ``xbus stack up`` on a secured stack brings up the broker,
+the registry, PostgreSQL, the engine, the connectors, the gateway, the live stream and the demo
+department; every demo subscriber receives; Ctrl-C stops it all. Afterwards no secret the
+stack generated shows anywhere but its secrets folder: not in a log, a data file (the topics'
+segments included), a metrics page or a process's command line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.checkout import ROOT
+from xbus.deploy.process import free_port
+from xbus.deploy.stack import StackSettings
+
+pytestmark = pytest.mark.broker
+
+DEMO_PORTS = (9101, 9102, 9103, 9105, 9107)  # the demo's metrics ports (cli/xbus/cli/stack.py)
+SUBSCRIBERS = ("public_security", "tax_bureau", "social_security", "open_data")
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for proc in Path("/proc").iterdir():
+        try:
+            lines.append(
+                (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            )
+        except OSError:
+            continue
+    return lines
+
+
+def _secrets(folder: Path) -> dict[str, str]:
+    """Every generated secret: each password and key file's contents (a PEM key's body)."""
+    found = {}
+    for path in folder.rglob("*"):
+        if not path.is_file() or path.suffix in {".pub", ".properties", ".toml"}:
+            continue
+        text = path.read_text(encoding="utf-8").strip()
+        if "-----BEGIN" in text:
+            text = "".join(line for line in text.splitlines() if not line.startswith("-----"))
+        found[str(path.relative_to(folder))] = text
+    return found
+
+
+def test_make_run_delivers_to_every_subscriber_and_leaks_no_secret(tmp_path: Path) -> None:
+    # Outside pytest's 0700 folders: PostgreSQL may run as its own system user, which must
+    # pass through to its data dir.
+    home = Path(tempfile.mkdtemp(prefix="xbus-demo-"))
+    home.chmod(0o711)
+    try:
+        _run_and_check(home, tmp_path)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run_and_check(home: Path, tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("XBUS_")},
+        "XBUS_HOME": str(home),
+        "XBUS_STACK_CACHE_DIR": str(StackSettings().cache),
+        "XBUS_STACK_KAFKA_PORT": str(free_port()),
+        "XBUS_STACK_CONTROLLER_PORT": str(free_port()),
+        "XBUS_STACK_REGISTRY_PORT": str(free_port()),
+        "XBUS_STACK_REGISTRY_MANAGEMENT_PORT": str(free_port()),
+        "XBUS_STACK_POSTGRES_PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tmp_path / "stack-up.log"
+    with open(log, "wb") as out:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "xbus.cli", "stack", "up", "--rate", "4"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    delivered = home / "data" / "out"
+    pages: list[str] = []
+    command_lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert stack.poll() is None, log.read_text(errors="replace")[-4000:]
+            if all(list((delivered / s).glob("*.jsonl")) for s in SUBSCRIBERS):
+                break
+            time.sleep(2)
+        else:
+            pytest.fail(
+                f"not every subscriber received:\n{log.read_text(errors='replace')[-4000:]}"
+            )
+        command_lines = _command_lines()
+        for port in DEMO_PORTS:
+            pages.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stack.pid, signal.SIGINT)
+        try:
+            stack.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.pid, signal.SIGKILL)
+            stack.wait()
+    output = log.read_text(errors="replace")
+    assert "xbus is up" in output and output.rstrip().endswith("stopped."), output[-3000:]
+
+    secrets_dir = home / "data" / "secrets"
+    secrets = _secrets(secrets_dir)
+    assert {"kafka/admin.password", "registry/office.password", "pseudonym.key"} <= set(secrets)
+    scanned = [
+        path
+        for path in home.rglob("*")
+        if path.is_file() and secrets_dir not in path.parents and "cache" not in path.parts
+    ]
+    leaks = []
+    for path in scanned:
+        data = path.read_bytes()
+        leaks += [
+            f"{name} in {path}" for name, secret in secrets.items() if secret.encode() in data
+        ]
+    for name, secret in secrets.items():
+        leaks += [f"{name} on a command line" for line in command_lines if secret in line]
+        leaks += [f"{name} on a metrics page" for page in pages if secret in page]
+        if secret in output:
+            leaks.append(f"{name} in the output of xbus stack up")
+    assert len(scanned) > 100  # logs, Kafka's segments, PostgreSQL's files, delivered files
+    assert not leaks
