@@ -38,12 +38,13 @@ test: install
 # Publishing throughput of the SDK next to raw confluent-kafka (docs/publishing.md), and the
 # engine next to a raw passthrough (docs/grants.md), end-to-end delivery latency to a webhook
 # and a connector's memory while its target is down (docs/delivery.md), each on a throw-away
-# stack of its own.
+# stack of its own; and the stack's start-up, secured next to open (docs/security.md).
 bench: install
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_publish.py $(BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_engine.py $(BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_delivery $(DELIVERY_BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_backpressure
+	$(BIN)/python tests/benchmarks/bench_startup.py
 
 unit: install
 	$(BIN)/python -m pytest -m 'not broker' $(PYTEST_ARGS)

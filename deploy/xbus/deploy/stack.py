@@ -175,20 +175,25 @@ class LocalStack:
     def start(self) -> None:
         """Start the broker, the registry, then PostgreSQL; if one fails, what was started is
         stopped, last first."""
-        parts: list[LocalKafka | LocalRegistry | LocalPostgres] = [
-            self.kafka,
-            self.registry,
-            self.postgres,
+        parts = [
+            (self.kafka.start, self.kafka.stop),
+            (self.start_registry, self.registry.stop),
+            (self.postgres.start, self.postgres.stop),
         ]
-        for index, part in enumerate(parts):
+        for index, (start, _) in enumerate(parts):
             try:
-                if part is self.registry and self.kafka.config.secured:
-                    allow_storage(self.kafka.config.client_config(), REGISTRY_USER)
-                part.start()
+                start()
             except BaseException:
-                for started in reversed(parts[: index + 1]):
-                    started.stop()
+                for _, stop in reversed(parts[: index + 1]):
+                    stop()
                 raise
+
+    def start_registry(self) -> None:
+        """Start the registry (on a secured broker, its Kafka user is first allowed its own
+        topics and groups)."""
+        if self.kafka.config.secured:
+            allow_storage(self.kafka.config.client_config(), REGISTRY_USER)
+        self.registry.start()
 
     def start_component(self, name: str, args: list[str], log_name: str) -> ManagedProcess:
         """Start ``xbus <args>`` against this stack, its output in ``<data>/logs/<log_name>``."""
