@@ -33,6 +33,22 @@ CLINICS = 10
 OPEN_REQUESTS = 20
 
 
+def as_department(settings: BusSettings, department: str) -> BusSettings:
+    """``settings`` with the department's own Kafka user, where ``xbus provision`` made one
+    (its password in ``<secrets>/kafka/department.<name>.password``): on a secured bus each
+    demo department publishes as itself, allowed its own topics only."""
+    password = settings.secrets_dir / "kafka" / f"department.{department}.password"
+    if not settings.sasl_mechanism or not password.exists():
+        return settings
+    return settings.model_copy(
+        update={
+            "sasl_username": f"department.{department}",
+            "sasl_password": None,
+            "sasl_password_file": password,
+        }
+    )
+
+
 def run_demo(
     settings: BusSettings,
     stop: threading.Event,
@@ -49,7 +65,13 @@ def run_demo(
     chance = random.Random(seed)
     departments = {LICENCES[0], *(d for d, _, _ in ALONGSIDE)}
     publishers = {
-        d: Publisher(d, system=f"{d}-demo", settings=settings, catalog=catalog, origin="demo")
+        d: Publisher(
+            d,
+            system=f"{d}-demo",
+            settings=as_department(settings, d),
+            catalog=catalog,
+            origin="demo",
+        )
         for d in departments
     }
     issued: list[dict[str, Any]] = []
