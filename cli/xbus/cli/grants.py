@@ -23,6 +23,7 @@ from xbus.producers.jsonevents import spec_from_json
 from xbus.streams.explanation import as_decoded, explain, explain_json
 from xbus.streams.grant_files import apply_grants, load_grants, revoke_grant
 from xbus.streams.policy import CompiledGrant, check_and_compile
+from xbus.streams.policy_records import Refusal
 from xbus.streams.state import PolicySnapshot, current_grants, set_reference_table
 
 app = typer.Typer(help="Validate, apply, revoke and explain access grants.", no_args_is_help=True)
@@ -67,28 +68,39 @@ def revoke(grant: Annotated[str, typer.Argument(help="The grant's id.")]) -> Non
     except XbusError as exc:
         raise fail(exc) from None
     if not revoked:
-        raise fail(f"no grant {grant} is in force")
+        raise fail(f"no grant {grant} is on the grants topic")
     console.print(f"{grant}: revoked")
 
 
 @app.command("list")
 def list_grants() -> None:
-    """The grants in force, with their versions and validity."""
-    table = Table("grant", "version", "subscriber", "dataset", "valid until", "purpose")
+    """The grants in force, with their versions and validity, and the grant ids whose record
+    on the grants topic engines refuse (unsigned, not signed by the office, invalid,
+    unreadable), with why: checked as the engine checks them, with the office's public key
+    (XBUS_GRANT_VERIFY_KEY_FILE) against the catalog."""
+    table = Table("grant", "version", "state", "subscriber", "dataset", "valid until", "purpose")
     try:
-        stored = current_grants(bus_settings())
+        on_topic = current_grants(bus_settings(), load_catalog())
     except XbusError as exc:
         raise fail(exc) from None
-    for grant_id, (g, version) in sorted(stored.items()):
-        table.add_row(
-            grant_id,
-            str(version),
-            g.subscriber,
-            g.dataset,
-            g.valid_until.isoformat() if g.valid_until else "-",
-            g.purpose,
-        )
+    rows: dict[str, CompiledGrant | Refusal] = {**on_topic.in_force, **on_topic.refused}
+    for grant_id, item in sorted(rows.items()):
+        if isinstance(item, CompiledGrant):
+            g = item.grant
+            until = g.valid_until.isoformat() if g.valid_until else "-"
+            table.add_row(
+                grant_id, str(item.version), "in force", g.subscriber, g.dataset, until, g.purpose
+            )
+        else:
+            version = "-" if item.version is None else str(item.version)
+            table.add_row(grant_id, version, f"refused: {item.reason}", "-", "-", "-", "-")
     console.print(table)
+    for grant_id, refusal in sorted(on_topic.refused.items()):
+        console.print(
+            f"refused: {grant_id} ({refusal.reason}) at {refusal.where}: {refusal.detail}; "
+            "engines enforce nothing under this id until the office applies it again",
+            markup=False,
+        )
 
 
 @app.command("explain")

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from xbus.cli.output import fail
+from xbus.core.errors import XbusError
 from xbus.core.metrics import serve_metrics
 from xbus.core.settings import bus_settings
 
@@ -60,12 +62,15 @@ def engine(
         os.kill(os.getpid(), signal.SIGTERM)  # Faust's own clean shutdown
 
     serve_metrics(metrics_port, bus_settings().metrics_host)
-    faust_app = build_app(
-        bus_settings(),
-        app_id=app_id,
-        on_new_source=on_new_source,
-        discovery_interval=discovery_interval,
-    )
+    try:
+        faust_app = build_app(
+            bus_settings(),
+            app_id=app_id,
+            on_new_source=on_new_source,
+            discovery_interval=discovery_interval,
+        )
+    except XbusError as exc:  # e.g. no office key to check grants with: refuse to start
+        raise fail(exc) from None
     worker = faust.Worker(faust_app, loglevel=loglevel, quiet=True)
     try:
         worker.execute_from_commandline()

@@ -72,6 +72,13 @@ GRANT_EXPIRY = Gauge(
     "Seconds until a grant's valid_until (negative once expired).",
     ["grant", "subscriber", "dataset"],
 )
+GRANTS_REFUSED = Counter(
+    "xbus_engine_grants_refused",
+    "Grants-topic records the engine refused to enforce, by why: unsigned, bad_signature "
+    "(not the office's signature over that id, version and content), invalid (fails "
+    "validation against the engine's catalog), unreadable. The grant id is then out of force.",
+    ["reason"],
+)
 END_TO_END_LATENCY = Histogram(
     "xbus_end_to_end_latency_seconds",
     "Time from an event's ts_ms to its delivery.",

@@ -80,3 +80,29 @@ def verifies(key: Ed25519PublicKey, message: bytes, signature: str) -> bool:
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True
+
+
+def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
+    """Every public key in a PEM file: one, or several while the office's key is rotated
+    (the old and the new public key one after the other). ``ConfigurationError`` if the file
+    holds none, or something that is not an Ed25519 public key."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the grant-verifying key {path}: {exc}") from exc
+    end = "-----END PUBLIC KEY-----"
+    blocks = [block + end for block in text.split(end) if block.strip()]
+    keys = []
+    for number, block in enumerate(blocks, 1):
+        try:
+            key = serialization.load_pem_public_key(block.strip().encode())
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{path}: key {number} is not a PEM public key: {exc}"
+            ) from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigurationError(f"{path}: key {number} is not an Ed25519 public key")
+        keys.append(key)
+    if not keys:
+        raise ConfigurationError(f"{path} holds no public key")
+    return keys

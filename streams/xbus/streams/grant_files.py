@@ -9,18 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Producer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from xbus.core.admin import ensure_topics
 from xbus.core.catalog import Catalog
-from xbus.core.errors import XbusError
+from xbus.core.errors import ConfigurationError, XbusError
 from xbus.core.producing import Record, produce_and_confirm
 from xbus.core.settings import BusSettings
+from xbus.core.signatures import load_private_key
 from xbus.core.topics import GRANTS_TOPIC
 from xbus.core.yaml_files import FileProblem, read_yaml_targets
 from xbus.streams.grants import Grant, parse_grant
 from xbus.streams.policy import CompiledGrant, check_and_compile
 from xbus.streams.policy_records import StoredGrant, grant_key, grant_value
-from xbus.streams.state import current_grants
+from xbus.streams.state import current_grants, grant_records
 
 
 @dataclass(frozen=True)
@@ -124,28 +126,47 @@ def _same(a: Grant, b: Grant) -> bool:
     return a.model_dump(mode="json") == b.model_dump(mode="json")
 
 
+def signing_key(settings: BusSettings) -> Ed25519PrivateKey:
+    """The office's private key grants are signed with (``XBUS_GRANT_SIGNING_KEY_FILE``);
+    ``ConfigurationError`` if none is configured or the file holds none."""
+    if settings.grant_signing_key_file is None:
+        raise ConfigurationError(
+            "no grant was applied: no grant-signing key; set XBUS_GRANT_SIGNING_KEY_FILE to "
+            "the office's private key (a PEM file; `xbus stack` makes one): engines enforce "
+            "only grants the office signed"
+        )
+    return load_private_key(settings.grant_signing_key_file)
+
+
 def apply_grants(settings: BusSettings, catalog: Catalog, targets: Iterable[Path]) -> list[Applied]:
-    """Validate the grant files and write those that changed to the grants topic with the
-    next version. Raises ``XbusError`` listing every problem, having written nothing, or
-    ``Unacknowledged`` if Kafka did not take every new version (apply again then)."""
+    """Validate the grant files, sign those that changed with the office's key and write them
+    to the grants topic with the next version. A grant whose record on the topic is refused
+    (unsigned, signed by another key, invalid) counts as changed and is written again. Raises
+    ``ConfigurationError`` without a signing key, ``XbusError`` listing every problem, having
+    written nothing, or ``Unacknowledged`` if Kafka did not take every new version (apply
+    again then)."""
+    key = signing_key(settings)
     loaded, problems = load_grants(targets, catalog)
     ensure_topics(settings, {GRANTS_TOPIC: 1}, config={GRANTS_TOPIC: {"cleanup.policy": "compact"}})
-    stored = current_grants(settings)
-    problems += conflicts(loaded, stored)
+    # Judged with this very key: after a rotation, what the old key signed is signed again.
+    on_topic = current_grants(settings, catalog, [key.public_key()])
+    in_force = {i: StoredGrant(c.grant, c.version) for i, c in on_topic.in_force.items()}
+    problems += conflicts(loaded, in_force)
     if problems:
         raise XbusError("no grant was applied:\n" + "\n".join(str(p) for p in problems))
     done: list[Applied] = []
     records: list[Record] = []
     for item in loaded:
-        previous = stored.get(item.grant.grant)
+        grant_id = item.grant.grant
+        previous = in_force.get(grant_id)
         if previous is not None and _same(previous.grant, item.grant):
-            done.append(Applied(item.grant.grant, previous.version, False))
+            done.append(Applied(grant_id, previous.version, False))
             continue
-        version = previous.version + 1 if previous else 1
+        version = on_topic.versions.get(grant_id, 0) + 1
         records.append(
-            Record(GRANTS_TOPIC, grant_value(item.grant, version), grant_key(item.grant.grant))
+            Record(GRANTS_TOPIC, grant_value(item.grant, version, key), grant_key(grant_id))
         )
-        done.append(Applied(item.grant.grant, version, True))
+        done.append(Applied(grant_id, version, True))
     if records:
         produce_and_confirm(
             Producer(settings.producer_config()),
@@ -157,9 +178,10 @@ def apply_grants(settings: BusSettings, catalog: Catalog, targets: Iterable[Path
 
 
 def revoke_grant(settings: BusSettings, grant_id: str) -> bool:
-    """Revoke a grant (a tombstone on the grants topic); False if it is not in force. Raises
-    ``Unacknowledged`` if Kafka did not take the tombstone (revoke again then)."""
-    if grant_id not in current_grants(settings):
+    """Revoke a grant (a tombstone on the grants topic), in force or refused; False if the
+    topic holds no record of it. Raises ``Unacknowledged`` if Kafka did not take the
+    tombstone (revoke again then)."""
+    if grant_id not in grant_records(settings):
         return False
     produce_and_confirm(
         Producer(settings.producer_config()),

@@ -3,6 +3,13 @@ tables, read from their compacted topics and followed while the bus runs, so tha
 applied, changed or revoked takes effect without a restart. Also the grants topic read once
 to its end, and a reference table written. What their records hold:
 ``xbus.streams.policy_records``.
+
+No grant is enforced on the strength of having been written to the topic: each record must
+carry the office's signature over its id, version and content (checked with the office's
+public key, ``XBUS_GRANT_VERIFY_KEY_FILE``) and pass the very checks ``xbus grants validate``
+makes against the engine's catalog. A record that fails either puts its grant id out of force
+altogether (an earlier good version does not stay): failing closed, the subscriber gets
+nothing under that id until the office applies the grant again.
 """
 
 from __future__ import annotations
@@ -12,23 +19,64 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from xbus.core.admin import ensure_topics
 from xbus.core.catalog import Catalog
-from xbus.core.errors import SerializationError
-from xbus.core.metrics import GRANT_EXPIRY, GRANT_VERSION, GRANTS_IN_FORCE
+from xbus.core.errors import ConfigurationError, SerializationError
+from xbus.core.metrics import GRANT_EXPIRY, GRANT_VERSION, GRANTS_IN_FORCE, GRANTS_REFUSED
 from xbus.core.producing import Record, produce_and_confirm
 from xbus.core.settings import BusSettings
+from xbus.core.signatures import load_public_keys
 from xbus.core.topics import GRANTS_TOPIC, REFERENCE_PREFIX
 from xbus.streams.policy import CompiledGrant, check_and_compile
-from xbus.streams.policy_records import StoredGrant, decode_entry, decode_grant, entry_value
+from xbus.streams.policy_records import (
+    REFUSAL_REASONS,
+    Refusal,
+    claimed_version,
+    decode_entry,
+    entry_value,
+    read_grant_record,
+)
 
 log = logging.getLogger(__name__)
+
+
+def office_public_keys(settings: BusSettings) -> list[Ed25519PublicKey]:
+    """The office's public keys grants are checked with (``XBUS_GRANT_VERIFY_KEY_FILE``:
+    one, or two while the office's key is rotated); ``ConfigurationError`` if none is
+    configured or the file holds none: then no grant can be trusted."""
+    if settings.grant_verify_key_file is None:
+        raise ConfigurationError(
+            "no grant-verifying key: set XBUS_GRANT_VERIFY_KEY_FILE to the office's public key "
+            "(a PEM file; `xbus stack` makes one); no grant is enforced without it"
+        )
+    return load_public_keys(settings.grant_verify_key_file)
+
+
+def judge_grant(
+    key: bytes, value: bytes, office_keys: Sequence[Ed25519PublicKey], catalog: Catalog
+) -> CompiledGrant | Refusal:
+    """The grant a grants-topic record puts in force, compiled, if the office signed it and it
+    passes ``xbus grants validate``'s checks against ``catalog``; else why not. The engine and
+    ``xbus grants list`` judge every record with this."""
+    read = read_grant_record(key, value, office_keys)
+    if isinstance(read, Refusal):
+        return read
+    compiled = check_and_compile(read.grant, catalog, read.version)
+    if isinstance(compiled, CompiledGrant):
+        return compiled
+    problems = "; ".join(message for _, message in compiled)
+    return Refusal("invalid", f"not valid against the catalog: {problems}", read.version)
+
+
+def _where(message: Message) -> str:
+    return f"{message.topic()}[{message.partition()}]@{message.offset()}"
 
 
 @dataclass(frozen=True)
@@ -51,7 +99,11 @@ class PolicyState:
     """Follows the grants and reference-table topics in a background thread."""
 
     def __init__(self, settings: BusSettings, catalog: Catalog) -> None:
+        """Raises ``ConfigurationError`` if the office's public key is not configured."""
         self._catalog = catalog
+        self._office_keys = office_public_keys(settings)
+        for reason in REFUSAL_REASONS:  # each shown from the start, at 0
+            GRANTS_REFUSED.labels(reason)
         self._consumer = Consumer(
             settings.kafka_config(
                 **{
@@ -63,7 +115,8 @@ class PolicyState:
             )
         )
         self._consumer.subscribe([GRANTS_TOPIC, "^" + re.escape(REFERENCE_PREFIX) + ".*"])
-        self._stored: dict[str, StoredGrant] = {}
+        self._grants: dict[str, CompiledGrant] = {}
+        self._refused: dict[str, Refusal] = {}
         self._tables: dict[str, dict[str, str]] = {}
         self._snapshot = PolicySnapshot({}, {})
         self._stop = threading.Event()
@@ -113,43 +166,50 @@ class PolicyState:
             if error.code() not in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF):
                 log.warning("policy state: %s", error)
             return False
-        topic, key, value = message.topic() or "", (message.key() or b"").decode(), message.value()
+        topic, raw_key, value = message.topic() or "", message.key() or b"", message.value()
+        key = raw_key.decode(errors="replace")
+        if topic == GRANTS_TOPIC:
+            self._grants.pop(key, None)
+            self._refused.pop(key, None)
+            if value is not None:
+                self._judge(message, raw_key, key, value)
+            return True
+        table = self._tables.setdefault(topic.removeprefix(REFERENCE_PREFIX), {})
         try:
-            if topic == GRANTS_TOPIC:
-                if value is None:
-                    self._stored.pop(key, None)
-                else:
-                    self._stored[key] = decode_grant(value)
-                return True
-            table = self._tables.setdefault(topic.removeprefix(REFERENCE_PREFIX), {})
             if value is None:
                 table.pop(key, None)
             else:
                 table[key] = decode_entry(value)
             return True
         except SerializationError as exc:
-            log.error(
-                "%s[%s]@%s, key %s, cannot be read and is ignored: %s",
-                topic,
-                message.partition(),
-                message.offset(),
-                key,
-                exc,
-            )
+            log.error("%s, key %s, cannot be read and is ignored: %s", _where(message), key, exc)
             return False
+
+    def _judge(self, message: Message, raw_key: bytes, key: str, value: bytes) -> None:
+        """Put the grant a record holds in force, or refuse it: count it, and say once where
+        it is and why (never what it holds)."""
+        judged = judge_grant(raw_key, value, self._office_keys, self._catalog)
+        if isinstance(judged, CompiledGrant):
+            self._grants[key] = judged
+            return
+        self._refused[key] = replace(judged, where=_where(message))
+        GRANTS_REFUSED.labels(judged.reason).inc()
+        log.error(
+            "%s: grant %r%s refused (%s), not in force: %s",
+            _where(message),
+            key,
+            f" v{judged.version}" if judged.version is not None else "",
+            judged.reason,
+            judged.detail,
+        )
+
+    def refused(self) -> dict[str, Refusal]:
+        """The grant ids whose last record was refused, and why."""
+        return dict(self._refused)
 
     def _rebuild(self) -> None:
         by_topic: dict[str, list[CompiledGrant]] = {}
-        for grant_id, (grant, version) in sorted(self._stored.items()):
-            compiled = check_and_compile(grant, self._catalog, version)
-            if not isinstance(compiled, CompiledGrant):
-                log.error(
-                    "grant %s v%s is not valid against this catalog and is not applied: %s",
-                    grant_id,
-                    version,
-                    "; ".join(m for _, m in compiled),
-                )
-                continue
+        for _, compiled in sorted(self._grants.items()):
             by_topic.setdefault(compiled.dataset.topic, []).append(compiled)
         tables = {name: dict(rows) for name, rows in self._tables.items()}
         self._snapshot = PolicySnapshot({t: tuple(g) for t, g in by_topic.items()}, tables)
@@ -183,9 +243,28 @@ def _publish_metrics(snapshot: PolicySnapshot) -> None:
             GRANT_EXPIRY.labels(*labels).set_function(_seconds_until(until))
 
 
-def current_grants(settings: BusSettings, timeout: float = 30.0) -> dict[str, StoredGrant]:
-    """The grants stored on the grants topic now, by id (read to its end). Raises
-    ``SerializationError`` naming the record if one cannot be read."""
+@dataclass(frozen=True)
+class GrantRecord:
+    """The last record of one grant id on the grants topic (not yet judged)."""
+
+    key: bytes
+    value: bytes
+    where: str
+
+
+@dataclass(frozen=True)
+class GrantsOnTopic:
+    """The grants topic judged as the engine judges it: the grants in force by id, the ids
+    whose last record is refused, and the version each id's last record claims."""
+
+    in_force: dict[str, CompiledGrant] = field(default_factory=dict)
+    refused: dict[str, Refusal] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+
+
+def grant_records(settings: BusSettings, timeout: float = 30.0) -> dict[str, GrantRecord]:
+    """The last record of every grant id on the grants topic now, revoked ones left out
+    (read to its end)."""
     consumer = Consumer(
         settings.kafka_config(
             **{
@@ -196,7 +275,7 @@ def current_grants(settings: BusSettings, timeout: float = 30.0) -> dict[str, St
             }
         )
     )
-    found: dict[str, StoredGrant] = {}
+    found: dict[str, GrantRecord] = {}
     try:
         metadata = consumer.list_topics(GRANTS_TOPIC, timeout=timeout).topics.get(GRANTS_TOPIC)
         if metadata is None or metadata.error is not None:
@@ -216,23 +295,37 @@ def current_grants(settings: BusSettings, timeout: float = 30.0) -> dict[str, St
                 if error.code() == KafkaError._PARTITION_EOF:
                     pending.discard(partition)
                 continue
-            key, value = (message.key() or b"").decode(), message.value()
+            raw_key, value = message.key() or b"", message.value()
+            key = raw_key.decode(errors="replace")
             if value is None:
                 found.pop(key, None)
             else:
-                try:
-                    found[key] = decode_grant(value)
-                except SerializationError as exc:
-                    raise SerializationError(
-                        exc.reason,
-                        f"{GRANTS_TOPIC}[{partition}]@{message.offset()}, grant {key}: {exc}; "
-                        f"apply the grant again to store a readable version",
-                    ) from exc
+                found[key] = GrantRecord(raw_key, value, _where(message))
             if (message.offset() or 0) + 1 >= ends[partition]:
                 pending.discard(partition)
     finally:
         consumer.close()
     return found
+
+
+def current_grants(
+    settings: BusSettings,
+    catalog: Catalog,
+    office_keys: Sequence[Ed25519PublicKey] | None = None,
+    timeout: float = 30.0,
+) -> GrantsOnTopic:
+    """The grants topic now, each record judged with ``judge_grant`` as the engine judges it,
+    with ``office_keys`` (default: ``office_public_keys(settings)``)."""
+    keys = office_public_keys(settings) if office_keys is None else office_keys
+    judged = GrantsOnTopic()
+    for grant_id, record in grant_records(settings, timeout).items():
+        judged.versions[grant_id] = claimed_version(record.value)
+        result = judge_grant(record.key, record.value, keys, catalog)
+        if isinstance(result, CompiledGrant):
+            judged.in_force[grant_id] = result
+        else:
+            judged.refused[grant_id] = replace(result, where=record.where)
+    return judged
 
 
 def set_reference_table(settings: BusSettings, table: str, entries: Mapping[str, Any]) -> None:
