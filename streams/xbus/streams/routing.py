@@ -4,7 +4,8 @@ The record is decoded once (its writer schema fetched by id and parsed once); ea
 its dataset is judged by ``decide``; what a grant delivers is encoded with the grant's view
 schema and addressed to ``deliver.<subscriber>.<dataset>``, keyed as the decision says (from
 the view, never the source key), with headers naming the event, the grant and version, and
-the source coordinates. Every decision goes into one audit record. What cannot be decoded,
+the source coordinates. Every decision goes into one audit record, the next link of its
+source partition's hash chain (``xbus.streams.audit``). What cannot be decoded,
 and a grant whose row filter fails, becomes a dead letter on the office's
 ``_xbus.dead-letters`` with its reason and the original bytes; a grant that fails after its
 row filter held becomes a dead letter on the subscriber's own
@@ -44,6 +45,7 @@ from xbus.core.topics import (
     subscriber_dead_letter_topic,
     value_subject,
 )
+from xbus.streams.audit import AuditChains, chain_of
 from xbus.streams.decision import CelEvent, Decision, decide
 from xbus.streams.exceptions import GrantFailed
 from xbus.streams.expressions import failure_text
@@ -209,15 +211,19 @@ class _Target:
 
 
 class Router:
-    """Decides, for each source record and each grant on its dataset, what leaves."""
+    """Decides, for each source record and each grant on its dataset, what leaves. Its audit
+    record is sealed onto the hash chain of the record's source partition (``chains``: a
+    fresh ``AuditChains`` if not given, every chain starting at seq 0)."""
 
     def __init__(
         self,
         policy: Callable[[], PolicySnapshot],
         decoder: EventDecoder,
         encoders: ViewEncoders,
+        chains: AuditChains | None = None,
     ) -> None:
         self._policy = policy
+        self._chains = chains if chains is not None else AuditChains()
         self._decoder = decoder
         self._encoders = encoders
         self._snapshot: PolicySnapshot | None = None
@@ -314,22 +320,18 @@ class Router:
                 }
             )
         if decisions:
+            chain = chain_of(topic, partition)
+            content = {
+                "event_id": event_id,
+                "department": department,
+                "dataset": dataset,
+                "op": op,
+                "source": {"topic": topic, "partition": partition, "offset": offset},
+                "at": now.isoformat(),
+                "decisions": decisions,
+            }
             routing.audit.append(
-                Output(
-                    AUDIT_TOPIC,
-                    event_id.encode(),
-                    orjson.dumps(
-                        {
-                            "event_id": event_id,
-                            "department": department,
-                            "dataset": dataset,
-                            "op": op,
-                            "source": {"topic": topic, "partition": partition, "offset": offset},
-                            "at": now.isoformat(),
-                            "decisions": decisions,
-                        }
-                    ),
-                )
+                Output(AUDIT_TOPIC, chain.encode(), self._chains.seal(chain, content))
             )
         return routing
 

@@ -30,6 +30,8 @@ from xbus.core.producing import produce_and_confirm
 from xbus.core.serde import WriterSchemas, registry_client
 from xbus.core.settings import BusSettings, home_dir
 from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, DELIVERY_PREFIX, GRANTS_TOPIC
+from xbus.streams.audit import AuditChains, chain_of
+from xbus.streams.audit_trail import recover_heads
 from xbus.streams.routing import Output, Router, Routing, ViewEncoders, metric_child
 from xbus.streams.sources import SourceWatcher, engine_catalog
 from xbus.streams.state import PolicyState
@@ -59,10 +61,14 @@ class OutputWriter:
         )
 
 
-async def _route_until_done(router: Router, events: Sequence[Any]) -> list[Routing]:
+async def _route_until_done(
+    router: Router, events: Sequence[Any], chains: AuditChains
+) -> list[Routing]:
     """Route a batch; while the registry is unavailable, wait and try again (with growing
-    pauses) instead of dead-lettering good events: the batch is not acknowledged meanwhile."""
+    pauses) instead of dead-lettering good events: the batch is not acknowledged meanwhile,
+    and the audit records it sealed are dropped with the chains' heads put back."""
     delay = 0.5
+    mark = chains.mark()
     while True:
         try:
             return [
@@ -70,6 +76,7 @@ async def _route_until_done(router: Router, events: Sequence[Any]) -> list[Routi
                 for e in events
             ]
         except RegistryUnavailable as exc:
+            chains.restore(mark)
             log.warning("%s; trying again in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
@@ -119,7 +126,10 @@ def build_app(
         SourceWatcher(
             settings, catalog, registry, set(source_topics), on_new_source, discovery_interval
         ).start()
-    router = Router(state.snapshot, WriterSchemas(registry), ViewEncoders(registry))
+    # One chain per source partition, extended only by the worker it is assigned to; its
+    # head is read back from the audit topic before the worker's first batch of it.
+    chains = AuditChains(lambda missing: recover_heads(settings, missing))
+    router = Router(state.snapshot, WriterSchemas(registry), ViewEncoders(registry), chains)
     # Faust keeps a folder per app (it makes only the last level): in the stack's working
     # folder, not wherever the worker runs.
     datadir = home_dir() / "engine" / app_id
@@ -140,9 +150,24 @@ def build_app(
     known_topics: set[str] = set()
 
     @app.on_partitions_assigned.connect
-    async def count_partitions(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def on_assignment(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
         ENGINE_PARTITIONS.set(sum(1 for tp in assigned if tp.topic in source_topics))
+        # A partition this worker held before may have been extended by another since.
+        chains.forget()
+
+    async def _write(routings: list[Routing]) -> None:
+        # The subscribers' topics, and their dead-letter topics (one partition: a few
+        # letters, read in order), made on first write.
+        missing = {
+            o.topic for r in routings for o in r.outputs if o.topic.startswith(DELIVERY_PREFIX)
+        } - known_topics
+        if missing:
+            ensure_topics(settings, {t: 1 if t.endswith("._dead_letters") else 3 for t in missing})
+            known_topics.update(missing)
+        # Acknowledged by Kafka before the offsets move on; the wait runs off the event loop.
+        outputs = [o for r in routings for o in r.outputs]
+        await asyncio.get_running_loop().run_in_executor(None, writer.write, outputs)
 
     @app.agent(sources)
     async def apply_grants(stream: faust.StreamT[bytes]) -> None:
@@ -157,20 +182,17 @@ def build_app(
         batches = cast(faust.Stream[bytes], stream).take_events(BATCH, within=BATCH_WAIT)
         async for events in batches:
             started = time.perf_counter()
-            routings = await _route_until_done(router, events)
-            # The subscribers' topics, and their dead-letter topics (one partition: a few
-            # letters, read in order), made on first write.
-            missing = {
-                o.topic for r in routings for o in r.outputs if o.topic.startswith(DELIVERY_PREFIX)
-            } - known_topics
-            if missing:
-                ensure_topics(
-                    settings, {t: 1 if t.endswith("._dead_letters") else 3 for t in missing}
-                )
-                known_topics.update(missing)
             loop = asyncio.get_running_loop()
-            # Acknowledged by Kafka before the offsets move on; the wait runs off the event loop.
-            await loop.run_in_executor(None, writer.write, [o for r in routings for o in r.outputs])
+            touched = {chain_of(e.message.topic, e.message.partition) for e in events}
+            await loop.run_in_executor(None, chains.prepare, touched)
+            routings = await _route_until_done(router, events, chains)
+            try:
+                await _write(routings)
+            except BaseException:
+                # Some of the batch's audit records may be written, some not: its chains'
+                # heads are read back from the topic before they are extended again.
+                chains.forget(touched)
+                raise
             elapsed = time.perf_counter() - started
             for routing in routings:
                 for grant, _ in routing.deliveries:
