@@ -86,7 +86,7 @@ def test_the_outsiders_recipe_of_the_docs_verifies_a_chain() -> None:
     non-ASCII text, a line separator and control characters in a reason)."""
     text = (ROOT / "docs" / "audit.md").read_text(encoding="utf-8")
     [recipe] = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(recipe.strip().splitlines()) <= 11
+    assert len([line for line in recipe.splitlines() if line.strip()]) <= 10
     namespace: dict[str, Any] = {}
     exec(recipe, namespace)
     verify_chain = namespace["verify_chain"]
