@@ -8,7 +8,12 @@ controller listener would make it ``ANONYMOUS``, refused registration). ``admin`
 ``controller`` are the super users; ``admin`` and ``registry`` (the schema registry's own
 storage) get SCRAM credentials when the storage is formatted. Every password is generated into
 ``<secrets>/kafka/<user>.password`` (0600) and passed to Java in files, never on a command
-line."""
+line.
+
+With ``tls`` on, the client listener (and the broker's own connections to it) speaks TLS:
+SASL_SSL, with a certificate made by a private CA kept in ``<secrets>/tls/``
+(``xbus.deploy.certificates``), read by Kafka as a PEM keystore. The controller listener stays
+on SASL_PLAINTEXT: it listens on the broker's host for the broker itself only."""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from xbus.deploy.certificates import BrokerCertificates, ensure_broker_certificates
 from xbus.deploy.errors import LauncherError
 from xbus.deploy.jars import resolve_artifacts
 from xbus.deploy.process import ManagedProcess, check_port_free
@@ -56,11 +62,23 @@ class KafkaConfig:
     # SASL/SCRAM and ACLs (the default); False only for a throw-away broker in launcher tests.
     secured: bool = True
     secrets_dir: Path = Path(".xbus/secrets")
+    # TLS on the client listener (SASL_SSL), with a certificate of a private CA made once.
+    tls: bool = False
 
     @property
     def bootstrap_servers(self) -> str:
         """The address clients connect to."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def security_protocol(self) -> str:
+        """The client listener's protocol: SASL_SSL, SASL_PLAINTEXT, SSL or PLAINTEXT."""
+        return ("SASL_" if self.secured else "") + ("SSL" if self.tls else "PLAINTEXT")
+
+    @property
+    def certificates(self) -> BrokerCertificates:
+        """Where the CA and the broker's certificate are kept (made by ``LocalKafka.start``)."""
+        return BrokerCertificates(self.secrets_dir.resolve() / "tls")
 
     def password_file(self, user: str) -> Path:
         """The file holding ``user``'s password (made on first use)."""
@@ -69,9 +87,12 @@ class KafkaConfig:
     def client_config(self, user: str = ADMIN_USER) -> dict[str, Any]:
         """The librdkafka settings with which ``user`` reaches this broker."""
         config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.secured or self.tls:
+            config["security.protocol"] = self.security_protocol
+        if self.tls:
+            config["ssl.ca.location"] = str(self.certificates.ca_certificate)
         if self.secured:
             config |= {
-                "security.protocol": "SASL_PLAINTEXT",
                 "sasl.mechanism": MECHANISM,
                 "sasl.username": user,
                 "sasl.password": read_secret(self.password_file(user)),
@@ -82,9 +103,12 @@ class KafkaConfig:
         """The ``XBUS_`` settings with which an xbus component reaches this broker as ``user``
         (its password by file)."""
         env = {"XBUS_BOOTSTRAP_SERVERS": self.bootstrap_servers}
+        if self.secured or self.tls:
+            env["XBUS_SECURITY_PROTOCOL"] = self.security_protocol
+        if self.tls:
+            env["XBUS_SSL_CA_LOCATION"] = str(self.certificates.ca_certificate)
         if self.secured:
             env |= {
-                "XBUS_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
                 "XBUS_SASL_MECHANISM": MECHANISM,
                 "XBUS_SASL_USERNAME": user,
                 "XBUS_SASL_PASSWORD_FILE": str(self.password_file(user)),
@@ -96,7 +120,9 @@ def server_properties(config: KafkaConfig) -> str:
     """The broker's ``server.properties`` for ``config`` (with passwords when secured: the file
     is written 0600)."""
     h = config.host
-    client = "SASL_PLAINTEXT" if config.secured else "PLAINTEXT"
+    client = config.security_protocol
+    # The controller listener is the broker's own; it never gets TLS (see the module's doc).
+    controller = "SASL_PLAINTEXT" if config.secured else "PLAINTEXT"
     return "\n".join(
         [
             "process.roles=broker,controller",
@@ -106,8 +132,9 @@ def server_properties(config: KafkaConfig) -> str:
             f"advertised.listeners={client}://{h}:{config.port}",
             "controller.listener.names=CONTROLLER",
             f"inter.broker.listener.name={client}",
-            f"listener.security.protocol.map=CONTROLLER:{client},{client}:{client}",
+            f"listener.security.protocol.map=CONTROLLER:{controller},{client}:{client}",
             *(_security_properties(config) if config.secured else []),
+            *(_tls_properties(config.certificates) if config.tls else []),
             f"log.dirs={config.data_dir.resolve() / 'log'}",
             f"num.partitions={config.partitions}",
             "auto.create.topics.enable=true",
@@ -132,7 +159,8 @@ def _security_properties(config: KafkaConfig) -> list[str]:
     return [
         f"sasl.enabled.mechanisms={MECHANISM}",
         f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
-        f"listener.name.sasl_plaintext.{MECHANISM.lower()}.sasl.jaas.config={scram} "
+        f"listener.name.{config.security_protocol.lower()}.{MECHANISM.lower()}.sasl.jaas.config="
+        f"{scram} "
         f'username="{ADMIN_USER}" password="{admin}";',
         "sasl.mechanism.controller.protocol=PLAIN",
         "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
@@ -142,6 +170,20 @@ def _security_properties(config: KafkaConfig) -> list[str]:
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found=false",
         f"super.users=User:{ADMIN_USER};User:{CONTROLLER_USER}",
+    ]
+
+
+def _tls_properties(certificates: BrokerCertificates) -> list[str]:
+    """The client listener's TLS: its key and certificate chain from one PEM file (unencrypted
+    PKCS#8, 0600: Kafka 4.1 on Java 17 cannot read a PBES2-encrypted key), and the CA it
+    trusts when the broker connects to itself (checking the host name, as clients do)."""
+    return [
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={certificates.keystore}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={certificates.ca_certificate}",
+        "ssl.endpoint.identification.algorithm=https",
+        "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
     ]
 
 
@@ -244,6 +286,8 @@ class LocalKafka:
         )
         self._check_users_kept()
         c.data_dir.mkdir(parents=True, exist_ok=True)
+        if c.tls:
+            ensure_broker_certificates(c.certificates.folder, c.host)
         write_private(self._properties, server_properties(c))
         self._format(jars)
         self.process.start()

@@ -45,6 +45,8 @@ class StackSettings(BaseSettings):
     start_timeout: float = 120.0
     # SASL/SCRAM, ACLs and registry credentials; off only to compare or debug.
     secured: bool = True
+    # TLS on the broker's client listener (SASL_SSL), with a private CA made once.
+    tls: bool = False
 
     @property
     def cache(self) -> Path:
@@ -79,6 +81,7 @@ class LocalStack:
                 start_timeout=s.start_timeout,
                 secured=s.secured,
                 secrets_dir=self.secrets_dir,
+                tls=s.tls,
             )
         )
         self.registry = LocalRegistry(
