@@ -45,6 +45,9 @@ class BusSettings(BaseSettings):
     schema_registry_username: str | None = None
     schema_registry_password: SecretStr | None = None
     schema_registry_password_file: Path | None = None
+    # The CA that signed the registry's HTTPS certificate, if not one the system trusts (kept
+    # apart from Kafka's ``ssl_ca_location``: the two may be signed by different CAs).
+    schema_registry_ssl_ca_location: Path | None = None
     schemas_dir: Path = Path("schemas")
     grants_dir: Path = Path("grants")
     deliveries_dir: Path = Path("deliveries")
@@ -155,6 +158,8 @@ class BusSettings(BaseSettings):
         auth = self.registry_auth()
         if auth is not None:
             config["basic.auth.user.info"] = f"{auth[0]}:{auth[1]}"
+        if self.schema_registry_ssl_ca_location is not None:
+            config["ssl.ca.location"] = str(self.schema_registry_ssl_ca_location)
         return config
 
 

@@ -142,16 +142,24 @@ def _security_properties(config: RegistryConfig) -> str:
 
 
 def _java_login(login: dict[str, Any]) -> dict[str, str]:
-    """librdkafka's SASL settings as the Java client's."""
-    if "sasl.username" not in login:
-        return {}
-    module = "org.apache.kafka.common.security.scram.ScramLoginModule"
-    return {
-        "security.protocol": str(login["security.protocol"]),
-        "sasl.mechanism": str(login["sasl.mechanism"]),
-        "sasl.jaas.config": f'{module} required username="{login["sasl.username"]}" '
-        f'password="{login["sasl.password"]}";',
-    }
+    """librdkafka's SASL and TLS settings as the Java client's."""
+    java: dict[str, str] = {}
+    if "sasl.username" in login:
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        java |= {
+            "security.protocol": str(login["security.protocol"]),
+            "sasl.mechanism": str(login["sasl.mechanism"]),
+            "sasl.jaas.config": f'{module} required username="{login["sasl.username"]}" '
+            f'password="{login["sasl.password"]}";',
+        }
+    if "ssl.ca.location" in login:
+        # The CA as a PEM truststore; Java checks the broker's host name by default.
+        java |= {
+            "security.protocol": str(login["security.protocol"]),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(login["ssl.ca.location"]),
+        }
+    return java
 
 
 class LocalRegistry:
