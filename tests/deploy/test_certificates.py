@@ -4,14 +4,21 @@ last, and that they are made once and kept."""
 from __future__ import annotations
 
 import datetime
+import json
+import ssl
 import stat
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from xbus.core.settings import BusSettings
 from xbus.deploy.certificates import (
     BROKER_DAYS,
     broker_certificate,
@@ -110,3 +117,50 @@ def test_a_broker_certificate_from_another_ca_is_replaced(tmp_path: Path) -> Non
     renewed = ensure_broker_certificates(tmp_path / "tls", "127.0.0.1")
 
     broker_certificate(renewed).verify_directly_issued_by(_ca(renewed.ca_certificate))
+
+
+@pytest.fixture
+def https_registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A stand-in for a registry's Confluent API (``GET /subjects``) served over HTTPS with a
+    certificate of a fresh local CA: ``(url, ca.pem)``."""
+    files = ensure_broker_certificates(tmp_path / "tls", "127.0.0.1")
+
+    class Subjects(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.dumps(["gov.tax.registration-value"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Subjects)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.keystore)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", files.ca_certificate
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_registry_client_trusts_the_ca_it_is_told_of(
+    https_registry: tuple[str, Path],
+) -> None:
+    url, ca = https_registry
+    trusting = BusSettings(schema_registry_url=url, schema_registry_ssl_ca_location=ca)
+    assert SchemaRegistryClient(trusting.registry_config()).get_subjects() == [
+        "gov.tax.registration-value"
+    ]
+
+    # Without it, the system's CAs do not know the local one.
+    untold = BusSettings(schema_registry_url=url)
+    # (confluent-kafka raises its own copy of httpx's ConnectError.)
+    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):  # noqa: PT011
+        SchemaRegistryClient(untold.registry_config()).get_subjects()
