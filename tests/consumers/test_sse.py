@@ -60,6 +60,8 @@ class Message:
 class Server:
     url: str
     pid: int
+    metrics: str
+    tokens_file: Path
     tokens: dict[str, str] = field(default_factory=dict)
 
     def threads(self) -> int:
@@ -71,7 +73,7 @@ class Server:
 
     def metric(self, name: str, who: str) -> float:
         """The value of metric ``name`` for subscriber ``who`` (0 if not reported)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=10).raise_for_status().text
+        text = httpx.get(f"{self.metrics}/metrics", timeout=10).raise_for_status().text
         for line in text.splitlines():
             if line.startswith(name + "{") and f'subscriber="{who}"' in line:
                 return float(line.rsplit(" ", 1)[1])
@@ -159,16 +161,24 @@ class Stream:
 
 @contextmanager
 def stream_server(
-    bus: Bus, log_dir: Path, tokens_file: Path, *extra: str, name: str = "sse"
+    bus: Bus,
+    log_dir: Path,
+    tokens_file: Path,
+    *extra: str,
+    name: str = "sse",
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """``xbus run sse`` on a free port, once it answers."""
-    port = free_port()
-    args = ("sse", "--port", str(port), "--tokens-file", str(tokens_file), *extra)
-    env = {"XBUS_SSE_DISCOVERY_INTERVAL": "1"}
+    port, metrics = free_port(), free_port()
+    args = [
+        *("sse", "--port", str(port), "--tokens-file", str(tokens_file)),
+        *("--metrics-port", str(metrics), *extra),
+    ]
+    env = {"XBUS_SSE_DISCOVERY_INTERVAL": "1", **(env_extra or {})}
     with component(bus, log_dir, name, *args, env=env) as process:
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(url, "the stream service")
-        yield Server(url, process.pid)
+        yield Server(url, process.pid, f"http://127.0.0.1:{metrics}", tokens_file)
 
 
 def _tokens(tokens_file: Path, names: list[str]) -> dict[str, str]:
@@ -181,7 +191,10 @@ def server(registered: Bus, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     directory = tmp_path_factory.mktemp("sse")
     tokens_file = directory / "sse-tokens.toml"
     tokens = _tokens(tokens_file, NAMES)
-    with stream_server(registered, directory, tokens_file, "--heartbeat-interval", "1") as found:
+    crowd = {"XBUS_SSE_MAX_STREAMS": "20"}  # the crowd test's clients, all of one subscriber
+    with stream_server(
+        registered, directory, tokens_file, "--heartbeat-interval", "1", env_extra=crowd
+    ) as found:
         found.tokens = tokens
         yield found
 

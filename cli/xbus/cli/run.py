@@ -309,21 +309,38 @@ def demo(
 
 @app.command()
 def gateway(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8088,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (XBUS_GATEWAY_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (XBUS_GATEWAY_PORT, 8088).")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve /metrics on this port (XBUS_GATEWAY_METRICS_PORT, 9108; 0: none)."
+        ),
+    ] = None,
 ) -> None:
-    """The ingest gateway: change events over HTTP (OpenAPI at /docs, metrics at /metrics)."""
+    """The ingest gateway: change events over HTTP (OpenAPI at /openapi.json for a key)."""
     import uvicorn
 
     from xbus.producers.gateway.app import build_gateway
+    from xbus.producers.gateway.settings import GatewaySettings
 
-    uvicorn.run(build_gateway(bus_settings()), host=host, port=port, log_level="warning")
+    given = {"host": host, "port": port, "metrics_port": metrics_port}
+    settings = GatewaySettings().model_copy(
+        update={k: v for k, v in given.items() if v is not None}
+    )
+    app = build_gateway(bus_settings(), settings)
+    serve_metrics(settings.metrics_port, bus_settings().metrics_host)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 
 @app.command()
 def sse(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (XBUS_SSE_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (XBUS_SSE_PORT, 8090).")] = None,
     tokens_file: Annotated[
         Path | None,
         typer.Option(
@@ -337,16 +354,21 @@ def sse(
         float | None,
         typer.Option(help="Cut off a client that takes no data for this many seconds."),
     ] = None,
-    metrics_port: MetricsPort = 0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /metrics on this port (XBUS_SSE_METRICS_PORT, 9107; 0: none)."),
+    ] = None,
 ) -> None:
-    """The live stream: subscribers' datasets as Server-Sent Events on /v1/stream (metrics
-    at /metrics too)."""
+    """The live stream: subscribers' datasets as Server-Sent Events on /v1/stream."""
     import uvicorn
 
     from xbus.consumers.sse.service import StreamSettings, build_stream_service
-    from xbus.consumers.sse.tokens import SubscriberTokens
+    from xbus.consumers.sse.tokens import stream_tokens
 
     given = {
+        "host": host,
+        "port": port,
+        "metrics_port": metrics_port,
         "tokens_file": tokens_file,
         "heartbeat_interval": heartbeat_interval,
         "slow_client_timeout": slow_client_timeout,
@@ -354,10 +376,16 @@ def sse(
     options = StreamSettings().model_copy(update={k: v for k, v in given.items() if v is not None})
     service = build_stream_service(
         bus_settings(),
-        SubscriberTokens.load(options.tokens_file),
+        stream_tokens(options.tokens_file, options.reload_interval),
         options.resume_secret(),
         options,
     )
-    serve_metrics(metrics_port, bus_settings().metrics_host)
+    serve_metrics(options.metrics_port, bus_settings().metrics_host)
     # Streams never end on their own: at shutdown, give them a moment, then close them.
-    uvicorn.run(service, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    uvicorn.run(
+        service,
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )

@@ -119,6 +119,21 @@ SSE_CLIENTS_CUT_OFF = Counter(
     "Stream clients cut off because they took no data for slow_client_timeout seconds.",
     ["subscriber"],
 )
+SSE_STREAMS_REFUSED = Counter(
+    "xbus_sse_streams_refused_total",
+    "Stream requests refused by the live stream, by reason (too_many_streams, unauthorized).",
+    ["reason"],
+)
+SSE_STREAMS_ENDED_REVOKED = Counter(
+    "xbus_sse_streams_revoked_total",
+    "Open streams the live stream ended because their token was revoked or expired.",
+    ["subscriber"],
+)
+GATEWAY_RATE_LIMITED = Counter(
+    "xbus_gateway_rate_limited_total",
+    "Gateway requests refused with 429 because their key went over its rate.",
+    ["department"],
+)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

@@ -10,8 +10,12 @@ that event, nothing lost and nothing repeated. Each event is ``id: <resume id>``
 while events wait is cut off; every client has its own Kafka consumer, so no client slows
 another.
 
-401 is a missing or unknown token, 400 a bad query or a malformed resume id, 403 a resume id
-that was forged or issued to another subscriber, 503 a broker that did not answer.
+401 is a missing, unknown, revoked or expired token, 400 a bad query or a malformed resume id,
+403 a resume id that was forged or issued to another subscriber, 429 a subscriber that already
+has ``max_streams`` streams open, 503 a broker that did not answer. A stream whose token is
+revoked (``xbus sse revoke``) or expires after a rotation ends within ``reload_interval``
+seconds or so. Only ``/healthz`` answers without a token; metrics are served on a port of their
+own (``xbus run sse --metrics-port``).
 """
 
 from __future__ import annotations
@@ -25,23 +29,29 @@ import time
 from collections import Counter as Tally
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from xbus.consumers.sse.feed import Chunk, ClientFeed, FeedFailed, FeedOptions, Start
 from xbus.consumers.sse.ids import Positions, ResumeIdRefused, ResumeIds
-from xbus.consumers.sse.tokens import SubscriberTokens
 from xbus.core.errors import ConfigurationError, HttpRefusal
-from xbus.core.metrics import END_TO_END_LATENCY, EVENTS_DELIVERED, SSE_CLIENTS, SSE_CLIENTS_CUT_OFF
+from xbus.core.metrics import (
+    END_TO_END_LATENCY,
+    EVENTS_DELIVERED,
+    SSE_CLIENTS,
+    SSE_CLIENTS_CUT_OFF,
+    SSE_STREAMS_ENDED_REVOKED,
+    SSE_STREAMS_REFUSED,
+)
 from xbus.core.refusals import refusal_response
 from xbus.core.serde import WriterSchemas, registry_client
 from xbus.core.settings import BusSettings, home_dir
+from xbus.core.token_files import Holder, TokenFile
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,7 @@ CONNECTOR = "sse"
 
 _DATASET = re.compile(r"^[a-z][a-z0-9_]*$")
 _HEARTBEAT = b": heartbeat\n\n"
+_REVOKED = b": token revoked\n\n"
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -64,6 +75,16 @@ class StreamSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="XBUS_SSE_", extra="ignore")
 
     tokens_file: Path = Field(default_factory=lambda: home_dir() / "sse-tokens.toml")
+    # Where it listens: loopback unless told otherwise (a proxy or a container maps it out).
+    host: str = "127.0.0.1"
+    port: int = 8090
+    # /metrics on its own port, bound to XBUS_METRICS_HOST (loopback by default); 0: none.
+    metrics_port: int = 9107
+    # Streams one subscriber may hold open at once, all its tokens together.
+    max_streams: int = Field(default=8, gt=0)
+    # How often, at most, the service looks whether the tokens file changed, and open
+    # streams whether their token is still in force.
+    reload_interval: float = Field(default=1.0, gt=0)
     secret: SecretStr | None = None
     secret_file: Path | None = None
     heartbeat_interval: float = 15.0
@@ -141,22 +162,23 @@ def _drop_connection(send: Send) -> None:
 
 
 class StreamService:
-    """The ASGI app: ``/v1/stream``, ``/healthz`` and ``/metrics``."""
+    """The ASGI app: ``/v1/stream`` and ``/healthz``."""
 
     def __init__(
         self,
         settings: BusSettings,
-        tokens: SubscriberTokens,
+        tokens: TokenFile,
         secret: bytes,
         options: StreamSettings,
     ) -> None:
         self._settings = settings
         self._tokens = tokens
+        self._open: Tally[str] = Tally()  # streams open (or starting) per subscriber
         self._ids = ResumeIds(secret)
         self._options = options
         self._feed_options = FeedOptions(discovery_interval=options.discovery_interval)
         self._schemas = WriterSchemas(registry_client(settings))
-        self._others = Starlette(routes=[Route("/healthz", _healthz), Route("/metrics", _metrics)])
+        self._others = Starlette(routes=[Route("/healthz", _healthz)])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The stream is served here, outside Starlette's middleware, so that ``send`` is the
@@ -168,18 +190,30 @@ class StreamService:
 
     # -- admission -------------------------------------------------------------------------------
 
-    def _subscriber(self, request: Request) -> str:
+    def _holder(self, request: Request) -> Holder:
+        """Who the request's token speaks for; 401 alike for a missing, unknown, revoked or
+        expired token, so the answer never says whether a subscriber exists."""
         header = request.headers.get("authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        subscriber = self._tokens.subscriber_of(token) if token else None
-        if subscriber is None:
+        scheme, _, token = header.partition(" ")
+        holder = self._tokens.holder_of(token.strip()) if scheme.lower() == "bearer" else None
+        if holder is None:
             raise StreamRefused(
                 401,
                 "unauthorized",
                 "a valid stream token is required: Authorization: Bearer <token>",
-                headers={"WWW-Authenticate": "Bearer"},
+                headers={"WWW-Authenticate": 'Bearer realm="xbus-stream"'},
             )
-        return subscriber
+        return holder
+
+    def _check_room(self, subscriber: str) -> None:
+        if self._open[subscriber] >= self._options.max_streams:
+            raise StreamRefused(
+                429,
+                "too_many_streams",
+                f"this subscriber already has {self._options.max_streams} streams open, the "
+                "most it may (XBUS_SSE_MAX_STREAMS); close one, or retry later",
+                headers={"Retry-After": "5"},
+            )
 
     def _start(self, request: Request, subscriber: str) -> Start:
         resume_id = request.headers.get("last-event-id")
@@ -200,16 +234,39 @@ class StreamService:
         try:
             if request.method != "GET":
                 raise StreamRefused(405, "method_not_allowed", f"use GET on {STREAM_PATH}")
-            subscriber = self._subscriber(request)
+            holder = self._holder(request)
+            subscriber = holder.principal
+            self._check_room(subscriber)
             datasets = _datasets(request.query_params.get("datasets"))
             start = self._start(request, subscriber)
         except StreamRefused as exc:
+            if exc.status in (401, 429):
+                SSE_STREAMS_REFUSED.labels(exc.reason).inc()
             await refusal_response(exc)(scope, receive, send)
             return
         except ResumeIdRefused as exc:
             refused = StreamRefused(exc.status, exc.reason, str(exc))
             await refusal_response(refused)(scope, receive, send)
             return
+        self._open[subscriber] += 1
+        try:
+            await self._open_feed(holder, datasets, start, scope, receive, send)
+        finally:
+            self._open[subscriber] -= 1
+            if not self._open[subscriber]:
+                del self._open[subscriber]
+
+    async def _open_feed(
+        self,
+        holder: Holder,
+        datasets: frozenset[str] | None,
+        start: Start,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Start the client's feed, then stream it; 503 if the broker does not answer."""
+        subscriber = holder.principal
         feed = ClientFeed(
             self._settings,
             self._schemas,
@@ -231,24 +288,39 @@ class StreamService:
             await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
             SSE_CLIENTS.labels(subscriber).inc()
             try:
-                await self._serve(subscriber, feed, first, receive, send)
+                await self._serve(holder, feed, first, receive, send)
             finally:
                 SSE_CLIENTS.labels(subscriber).dec()
         finally:
             await feed.close()
 
     async def _serve(
-        self, subscriber: str, feed: ClientFeed, first: Chunk, receive: Receive, send: Send
+        self, holder: Holder, feed: ClientFeed, first: Chunk, receive: Receive, send: Send
     ) -> None:
-        """Send until the client goes, is cut off, or the feed stops."""
+        """Send until the client goes, is cut off, its token is revoked, or the feed stops."""
+        subscriber = holder.principal
         sending = asyncio.create_task(self._send_feed(subscriber, feed, first, send))
         leaving = asyncio.create_task(_disconnect(receive))
+        revoked = asyncio.create_task(self._revocation(holder))
+        tasks = (sending, leaving, revoked)
         try:
-            await asyncio.wait({sending, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sending, leaving):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(sending, leaving, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if revoked.done() and not revoked.cancelled():
+            SSE_STREAMS_ENDED_REVOKED.labels(subscriber).inc()
+            log.warning(
+                "ended a stream of %s: its token %s was revoked", subscriber, holder.token_id
+            )
+            try:
+                async with asyncio.timeout(1):
+                    await send({"type": "http.response.body", "body": _REVOKED, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except TimeoutError:  # a client that takes nothing loses its connection all the same
+                _drop_connection(send)
+            return
         if sending.cancelled():
             return  # the client went
         if sending.result() == "slow":
@@ -295,6 +367,12 @@ class StreamService:
             return False
         return True
 
+    async def _revocation(self, holder: Holder) -> None:
+        """Returns once the stream's token is no longer in force (revoked, or expired after a
+        rotation)."""
+        while self._tokens.is_valid(holder.token_id):
+            await asyncio.sleep(self._options.reload_interval)
+
 
 async def _disconnect(receive: Receive) -> None:
     """Returns when the client has gone."""
@@ -307,14 +385,9 @@ async def _healthz(_: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-async def _metrics(_: Request) -> Response:
-    """The process's metrics in the Prometheus text format."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
 def build_stream_service(
     settings: BusSettings,
-    tokens: SubscriberTokens,
+    tokens: TokenFile,
     secret: bytes,
     options: StreamSettings | None = None,
 ) -> StreamService:

@@ -7,8 +7,13 @@ acknowledged every event; 400 names each bad field of each bad record, and nothi
 batch is published unless the caller asked for partial acceptance (``?partial=true``), in
 which case the answer says, record by record, what was accepted and what was not. 401 is a
 missing or unknown key, 403 a key of another department, 404 an unknown dataset, 413 an
-oversize body or batch, 503 a Kafka or registry that did not answer in time (retry with the
-same ``event_id`` values: each event is applied once downstream).
+oversize body or batch, 429 a key over its rate (retry after ``Retry-After`` seconds), 503 a
+Kafka or registry that did not answer in time (retry with the same ``event_id`` values: each
+event is applied once downstream).
+
+Every route but ``/healthz`` needs a key, ``/openapi.json`` too unless the gateway was started
+with ``XBUS_GATEWAY_PUBLIC_DOCS=true`` (which also serves ``/docs``). Metrics are served on a
+port of their own (``xbus run gateway --metrics-port``), not here.
 """
 
 from __future__ import annotations
@@ -18,14 +23,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import make_asgi_app
 
 from xbus.core.catalog import Catalog
 from xbus.core.settings import BusSettings
 from xbus.producers.gateway.admission import Admission
 from xbus.producers.gateway.errors import GatewayError, rejected
 from xbus.producers.gateway.ingest import Ingest
-from xbus.producers.gateway.keys import GatewayKeys
+from xbus.producers.gateway.keys import gateway_keys
 from xbus.producers.gateway.models import (
     ERROR_RESPONSES,
     Accepted,
@@ -35,16 +39,23 @@ from xbus.producers.gateway.models import (
     request_body,
 )
 from xbus.producers.gateway.settings import GatewaySettings
+from xbus.producers.gateway.throttle import KeyRates
 
 
 def build_gateway(
     bus: BusSettings, settings: GatewaySettings | None = None, catalog: Catalog | None = None
 ) -> FastAPI:
-    """The gateway's ASGI app: the two publishing routes, ``/healthz``, ``/metrics``, and the
-    OpenAPI description at ``/openapi.json`` (browsable at ``/docs``)."""
+    """The gateway's ASGI app: the two publishing routes, ``/healthz``, and the OpenAPI
+    description at ``/openapi.json`` (for a key, or for anyone and browsable at ``/docs`` with
+    ``public_docs``)."""
     settings = settings or GatewaySettings()
     catalog = catalog or Catalog.load(bus.schemas_dir)
-    admission = Admission(GatewayKeys.load(settings.keys_file), catalog, settings.max_body_bytes)
+    admission = Admission(
+        gateway_keys(settings.keys_file, settings.reload_interval),
+        catalog,
+        settings.max_body_bytes,
+        KeyRates(settings.rate, settings.burst),
+    )
     ingest = Ingest(bus, catalog, settings.delivery_timeout)
 
     @asynccontextmanager
@@ -58,8 +69,10 @@ def build_gateway(
         version="1",
         description=__doc__,
         responses=ERROR_RESPONSES,
+        openapi_url="/openapi.json" if settings.public_docs else None,
+        docs_url="/docs" if settings.public_docs else None,
+        redoc_url=None,
     )
-    app.mount("/metrics", make_asgi_app())
 
     @app.exception_handler(GatewayError)
     async def refused(_: Request, exc: GatewayError) -> JSONResponse:
@@ -73,8 +86,8 @@ def build_gateway(
     )
     async def publish_one(department: str, dataset: str, request: Request) -> JSONResponse:
         """Publish one change event; 202 once Kafka acknowledged it."""
-        body = await admission.admit(request, department, dataset)
-        return await ingest.publish(department, dataset, [body], partial=False, prefix="")
+        admitted = await admission.admit(request, department, dataset)
+        return await ingest.publish(department, dataset, [admitted.body], partial=False, prefix="")
 
     @app.post(
         "/v1/datasets/{department}/{dataset}/events/batch",
@@ -86,7 +99,8 @@ def build_gateway(
         department: str, dataset: str, request: Request, partial: bool = False
     ) -> JSONResponse:
         """Publish a batch: all or nothing, unless ``partial=true``."""
-        body = await admission.admit(request, department, dataset)
+        admitted = await admission.admit(request, department, dataset)
+        body = admitted.body
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list) or not events:
             raise GatewayError(
@@ -101,10 +115,20 @@ def build_gateway(
                     "too_large",
                     f"{len(events)} events in one batch; at most {settings.max_batch}",
                 ),
+                len(events),
             )
+        admission.charge(admitted.holder, department, dataset, len(events), taken=1)
         return await ingest.publish(
             department, dataset, events, partial=partial, prefix="events[{}]."
         )
+
+    if not settings.public_docs:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(request: Request) -> JSONResponse:
+            """The OpenAPI description, for a caller with a key."""
+            admission.authenticate(request)
+            return JSONResponse(app.openapi())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

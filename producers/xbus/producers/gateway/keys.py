@@ -1,45 +1,39 @@
 """API keys of the ingest gateway: which department a caller speaks for.
 
-The keys file (TOML) keeps only SHA-256 digests of the keys, never the keys themselves:
+The keys file (TOML, ``XBUS_GATEWAY_KEYS_FILE``) keeps only SHA-256 digests of the keys, with
+a public id for each (see ``xbus.core.token_files``):
 
-    [departments.market_regulation]
-    key_sha256 = ["3f1c...", "a9b2..."]
+    [[departments.market_regulation.keys]]
+    id = "3f1c0b9e27a4"
+    sha256 = "3f1c0b9e27a4..."
+    created = 2026-11-30T20:14:06Z
 
-``xbus gateway new-key --department D`` makes a key, prints it once and adds its digest.
+``xbus gateway new-key|rotate`` make keys (printed once), ``xbus gateway keys list`` shows
+them, ``xbus gateway revoke <id>`` removes one; the gateway sees each change within seconds.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from xbus.core.token_files import TokenDigests, add_token
+from xbus.core.token_files import TokenFile, TokenKind, add_token
 
-_SECTION, _FIELD = "departments", "key_sha256"
+GATEWAY_KEYS = TokenKind(
+    section="departments",
+    entries="keys",
+    legacy_field="key_sha256",
+    prefix="xbk_",
+    title="API keys of the xbus ingest gateway: SHA-256 digests only.",
+    noun="key",
+    principal="department",
+)
 
 
-class GatewayKeys:
-    """Which department each key's digest belongs to."""
-
-    def __init__(self, digests: TokenDigests) -> None:
-        self._digests = digests
-
-    @classmethod
-    def load(cls, path: Path) -> GatewayKeys:
-        """Read a keys file; a missing file means no keys (every call is refused)."""
-        return cls(TokenDigests.load(path, _SECTION, _FIELD))
-
-    def department_of(self, key: str) -> str | None:
-        """The department ``key`` speaks for, or None for an unknown key."""
-        return self._digests.owner_of(key)
+def gateway_keys(path: Path, reload_interval: float = 1.0) -> TokenFile:
+    """The keys file as the running gateway sees it; a missing file admits nobody."""
+    return TokenFile(path, GATEWAY_KEYS, reload_interval)
 
 
 def new_key(path: Path, department: str) -> str:
     """Make a key for ``department``, add its digest to the keys file, return the key."""
-    return add_token(
-        path,
-        _SECTION,
-        _FIELD,
-        department,
-        prefix="xbk_",
-        title="API keys of the xbus ingest gateway: SHA-256 digests only.",
-    )
+    return add_token(path, GATEWAY_KEYS, department)

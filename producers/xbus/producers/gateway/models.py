@@ -89,10 +89,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in {
         400: "Invalid JSON, envelope or records; `records` names each bad field by index.",
-        401: "Missing or unknown API key.",
+        401: "Missing, unknown, revoked or expired API key.",
         403: "The key's department does not own this dataset.",
         404: "No such dataset.",
-        413: "Body or batch too large.",
+        413: "Body or batch too large (over XBUS_GATEWAY_MAX_BODY_BYTES, _MAX_BATCH or _BURST).",
+        429: "The key went over its rate; retry after `Retry-After` seconds.",
         503: "Kafka or the registry did not answer in time; retry with the same event ids.",
     }.items()
 }
