@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from xbus.cli import audit, gateway, grants, publish, run, schemas, sse, stack, tail
+from xbus.cli import audit, gateway, grants, provision, publish, run, schemas, sse, stack, tail
 from xbus.cli.output import Command
 from xbus.core.settings import HOME_ENV
 
@@ -44,6 +44,7 @@ app.add_typer(grants.reference, name="reference")
 app.add_typer(audit.app, name="audit")
 app.command("publish")(publish.publish)
 app.command("tail")(tail.tail)
+app.command("provision")(provision.provision)
 
 if __name__ == "__main__":
     app()
