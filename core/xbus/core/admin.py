@@ -17,8 +17,16 @@ def ensure_topics(
     config: dict[str, dict[str, str]] | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """Create each ``{name: partitions}`` topic that does not exist yet; existing ones are kept."""
+    """Create each ``{name: partitions}`` topic that does not exist yet; existing ones are kept.
+
+    Existing topics are looked up first and not asked for again: on a secured bus a component
+    may use a topic that ``xbus provision`` made without the right to create it, and Kafka
+    answers a create request it does not authorize with a refusal even when the topic exists."""
     admin = AdminClient(settings.kafka_config())
+    existing = admin.list_topics(timeout=timeout).topics
+    topics = {name: n for name, n in topics.items() if name not in existing}
+    if not topics:
+        return
     new = [
         NewTopic(
             name,

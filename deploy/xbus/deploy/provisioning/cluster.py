@@ -8,6 +8,8 @@ are changed or removed; topics are removed only when asked.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
+from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
     AclOperation,
@@ -48,6 +50,7 @@ from .passwords import (
     stored_password,
 )
 
+_RETRIED = {KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 MECHANISM = ScramMechanism.SCRAM_SHA_512
 # Kafka's minimum for SCRAM-SHA-512 is 4096; the Java client's default is 4096 too.
 ITERATIONS = 8192
@@ -147,15 +150,40 @@ class Provisioner:
 
     def __init__(self, settings: BusSettings, *, timeout: float = 30.0) -> None:
         self._settings = settings
-        self._admin = AdminClient(settings.kafka_config())
+        self._login_refused = threading.Event()
+        self._admin = AdminClient(settings.kafka_config(error_cb=self._on_error))
         self._timeout = timeout
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            self._login_refused.set()
+
+    def _metadata(self) -> Any:
+        """The cluster's metadata. A refused login is raised as such at once (librdkafka
+        would otherwise retry it until the timeout and then call the broker unreachable)."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return self._admin.list_topics(timeout=1.0)
+            except KafkaException as exc:
+                self._admin.poll(0)  # serves the error callback
+                if self._login_refused.is_set():
+                    raise KafkaException(
+                        KafkaError(KafkaError._AUTHENTICATION, "SASL authentication failed")
+                    ) from exc
+                code = exc.args[0].code() if exc.args else None
+                if code not in _RETRIED or time.monotonic() > deadline:
+                    raise
+                if not self._settings.sasl_mechanism and code == KafkaError._TRANSPORT:
+                    raise  # a broker that closes on a client without credentials
+                time.sleep(0.2)
 
     # -- reading -------------------------------------------------------------------------------
 
     def state(self, wanted: Iterable[TopicSpec]) -> ClusterState:
         """The topics (with partitions), the configuration of the ``wanted`` topics that
         exist, the users in provisioning's namespaces and their ACLs."""
-        metadata = self._admin.list_topics(timeout=self._timeout)
+        metadata = self._metadata()
         topics = {name: len(t.partitions) for name, t in metadata.topics.items()}
         keys = {t.name: set(t.config) for t in wanted if t.name in topics}
         return ClusterState(topics, self._configs(keys), self._users(), self._acls())

@@ -4,12 +4,11 @@ password is never printed, logged or put on a command line."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 from pathlib import Path
 
 from xbus.core.errors import ConfigurationError
+from xbus.deploy.secret_files import read_secret, write_private
 
 # 32 random bytes, URL-safe base64 (43 characters).
 PASSWORD_BYTES = 32
@@ -23,7 +22,7 @@ def password_path(secrets_dir: Path, user: str) -> Path:
 def stored_password(secrets_dir: Path, user: str) -> str | None:
     """``user``'s kept password, or ``None`` if none is kept."""
     try:
-        return password_path(secrets_dir, user).read_text(encoding="utf-8").strip() or None
+        return read_secret(password_path(secrets_dir, user)) or None
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -49,24 +48,8 @@ def new_password() -> str:
 
 
 def keep_password(secrets_dir: Path, user: str, password: str) -> Path:
-    """Write ``user``'s password to its file (0600 from creation, replacing any earlier one
-    at once), in the 0700 folder; returns the file."""
-    folder = password_path(secrets_dir, user).parent
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    os.chmod(secrets_dir, 0o700)
-    target = password_path(secrets_dir, user)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            out.write(password + "\n")
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
-    return target
+    """Write ``user``'s password to its file (0600 from creation) in the 0700 folder."""
+    return write_private(password_path(secrets_dir, user), password + "\n")
 
 
 def forget_password(secrets_dir: Path, user: str) -> None:
