@@ -21,7 +21,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from tests.conftest import Bus
 from tests.support.checkout import ROOT
-from tests.support.components import component
+from tests.support.components import component, wait_for
 from xbus.core.catalog import Catalog
 from xbus.core.envelope import Op
 from xbus.core.settings import BusSettings
@@ -124,7 +124,9 @@ def test_rotating_a_password_keeps_the_user_working_with_the_new_one(registered:
     assert "gov.civil_affairs.marriage_registration" in admin.list_topics(timeout=10).topics
 
 
-def test_the_engine_runs_and_delivers_under_its_own_user(granted: Bus, tmp_path: Path) -> None:
+def test_engine_and_connector_run_and_deliver_under_their_own_users(
+    granted: Bus, tmp_path: Path
+) -> None:
     settings = _secured(granted)
     assert _provision("--file", str(DEMO)).returncode == 0
     registry = settings.secrets_dir / "registry"
@@ -144,13 +146,37 @@ def test_the_engine_runs_and_delivers_under_its_own_user(granted: Bus, tmp_path:
     )
     dataset = Catalog.load(settings.schemas_dir).get("market_regulation", "business_licence")
     topic = "deliver.tax_bureau.business_licence"
-    with component(
-        granted, tmp_path, "engine", "engine", "--metrics-port", "0", env=engine_env
-    ) as process:
+    connector_env = {
+        **engine_env,
+        "XBUS_SASL_USERNAME": "service.connectors",
+        "XBUS_SASL_PASSWORD_FILE": str(password_path(settings.secrets_dir, "service.connectors")),
+        "XBUS_SCHEMA_REGISTRY_USERNAME": "reader",
+        "XBUS_SCHEMA_REGISTRY_PASSWORD_FILE": str(registry / "reader.password"),
+    }
+    out = tmp_path / "out"
+    with (
+        component(
+            granted, tmp_path, "engine", "engine", "--metrics-port", "0", env=engine_env
+        ) as process,
+        component(
+            granted,
+            tmp_path,
+            "connector",
+            "connector",
+            "file",
+            "--subscriber",
+            "tax_bureau",
+            "--dir",
+            str(out),
+            "--metrics-port",
+            "0",
+            env=connector_env,
+        ) as connector,
+    ):
         with Publisher("market_regulation", system="provision-test", settings=department) as p:
             receipt = p.publish(
                 "business_licence", Op.CREATE, after=DemoData(seed=7).record(dataset)
-            )
+            ).result(30)
         consumer = Consumer(subscriber.consumer_config(f"tax_bureau.test-{uuid.uuid4().hex}"))
         decode = AvroDeserializer(SchemaRegistryClient(subscriber.registry_config()))
         consumer.subscribe([topic])
@@ -166,6 +192,14 @@ def test_the_engine_runs_and_delivers_under_its_own_user(granted: Bus, tmp_path:
         finally:
             consumer.close()
         assert process.poll() is None, "the engine stopped"
+        delivered = out / "tax_bureau" / "business_licence.jsonl"
+        wait_for(
+            lambda: delivered.exists() and receipt.event_id in delivered.read_text(),
+            60,
+            "the file connector, as service.connectors, to write the event",
+        )
+        assert connector.poll() is None, "the connector stopped"
     log = (tmp_path / "engine.log").read_text(errors="replace")
     assert found, log[-3000:]
-    assert "AUTHORIZATION_FAILED" not in log
+    for name in ("engine", "connector"):
+        assert "AUTHORIZATION_FAILED" not in (tmp_path / f"{name}.log").read_text(errors="replace")
