@@ -35,7 +35,8 @@ REFUSED = "TOPIC_AUTHORIZATION_FAILED"
 # to a topic it may describe fails with Kafka's cluster refusal, one to a topic it may not
 # describe with the topic refusal, whichever Kafka answers first.
 NO_WRITE = (REFUSED, "CLUSTER_AUTHORIZATION_FAILED")
-# A probe topic under each subscriber's prefix that no connector's pattern takes (upper case).
+# A probe topic under each department's and subscriber's prefix: no dataset has its name
+# (upper case), so no engine or connector of another test reads what the matrix writes.
 PROBE = "ACL-probe"
 
 
@@ -141,8 +142,8 @@ def _admin_tries(settings: object, create: str, delete: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def provisioned(registered: Bus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
-    """The bus provisioned from the demo file (as the office), a probe record on every source
-    topic and on a probe topic under every subscriber's prefix."""
+    """The bus provisioned from the demo file (as the office), and a probe topic under every
+    department's and subscriber's prefix, those of subscribers with a record."""
     if not registered.settings.sasl_mechanism:
         pytest.skip("the bus under test is not secured")
     done = subprocess.run(
@@ -158,7 +159,8 @@ def provisioned(registered: Bus, tmp_path_factory: pytest.TempPathFactory) -> It
     subscribers = sorted(bus.subscribers)
     admin = AdminClient(registered.settings.kafka_config())
     probes = [f"deliver.{s}.{PROBE}" for s in subscribers]
-    for future in admin.create_topics([NewTopic(t, 1, 1) for t in probes]).values():
+    made = [*probes, *(f"gov.{d}.{PROBE}" for d in bus.departments)]
+    for future in admin.create_topics([NewTopic(t, 1, 1) for t in made]).values():
         try:
             future.result(30)
         except KafkaException as exc:
@@ -166,7 +168,7 @@ def provisioned(registered: Bus, tmp_path_factory: pytest.TempPathFactory) -> It
                 raise
     assert set(_produce(registered.settings, probes).values()) == {"ok"}
     yield registered
-    for future in admin.delete_topics(probes).values():
+    for future in admin.delete_topics(made).values():
         future.result(30)
 
 
@@ -184,8 +186,9 @@ def test_every_principal_may_do_what_it_needs_and_nothing_else(provisioned: Bus)
         who = f"department.{department}"
         own = [d.topic for d in catalog if d.department == department]
         others = [t for t in every_source if t not in own]
-        got = _produce(_settings_of(provisioned, who), [own[0], *others, GRANTS_TOPIC])
-        matrix.record(who, f"write {own[0]}", "ok", got[own[0]])
+        mine = f"gov.{department}.{PROBE}"
+        got = _produce(_settings_of(provisioned, who), [mine, *others, GRANTS_TOPIC])
+        matrix.record(who, f"write {mine}", "ok", got[mine])
         for topic in [*others, GRANTS_TOPIC]:
             matrix.record(who, f"write {topic}", REFUSED, got[topic])
 
@@ -211,8 +214,9 @@ def test_every_principal_may_do_what_it_needs_and_nothing_else(provisioned: Bus)
         matrix.record(who, f"write {GRANTS_TOPIC}", NO_WRITE, got[GRANTS_TOPIC])
 
     gateway = _settings_of(provisioned, "service.gateway")
-    got = _produce(gateway, [sources["health"], GRANTS_TOPIC])
-    matrix.record("service.gateway", f"write {sources['health']}", "ok", got[sources["health"]])
+    probe = f"gov.health.{PROBE}"
+    got = _produce(gateway, [probe, GRANTS_TOPIC])
+    matrix.record("service.gateway", f"write {probe}", "ok", got[probe])
     matrix.record("service.gateway", f"write {GRANTS_TOPIC}", REFUSED, got[GRANTS_TOPIC])
     got = _subscribe(gateway, "xbus-gateway", [sources["health"]])
     matrix.record(
@@ -244,6 +248,13 @@ def test_every_principal_may_do_what_it_needs_and_nothing_else(provisioned: Bus)
     assert {who for who, *_ in matrix.tries} == set(users)
 
 
+def _error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line the command printed, which says what went wrong."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
 def _cli(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     done = subprocess.run(
@@ -269,7 +280,7 @@ def test_no_credentials_and_a_wrong_password_are_refused_in_one_clear_line(
         str(DEMO),
     )
     assert anonymous.returncode == 1 and took < 30
-    last = anonymous.stderr.strip().splitlines()[-1]
+    last = _error_line(anonymous)
     assert last.startswith("error: could not reach Kafka at"), last
     assert "XBUS_SASL_USERNAME" in last
 
@@ -281,7 +292,8 @@ def test_no_credentials_and_a_wrong_password_are_refused_in_one_clear_line(
         str(DEMO),
     )
     assert refused.returncode == 1 and took < 30
-    last = refused.stderr.strip().splitlines()[-1]
+    print(f"\nwrong password refused in {took:.1f}s")
+    last = _error_line(refused)
     assert last.startswith("error: Kafka at") and "refused the login of 'department.health'" in last
 
     # Kafka's own refusal of a logged-in user that no ACL allows, told as such.
@@ -298,7 +310,7 @@ def test_no_credentials_and_a_wrong_password_are_refused_in_one_clear_line(
         str(DEMO),
     )
     assert denied.returncode == 1
-    last = denied.stderr.strip().splitlines()[-1]
+    last = _error_line(denied)
     assert last.startswith("error: ") and "AUTHORIZATION_FAILED" in last, last
     for done in (anonymous, refused, denied):
         assert "Traceback" not in done.stderr

@@ -94,7 +94,8 @@ def test_the_gateway_writes_sources_and_reads_nothing(demo: BusFile) -> None:
 
 def test_topics_carry_the_settings_of_the_file(demo: BusFile) -> None:
     made = {t.name: t for t in topics(demo)}
-    assert made["gov.market_regulation.business_licence"].partitions == 6
+    assert made["gov.market_regulation.business_licence"].config["retention.ms"] == "2592000000"
+    assert made["gov.health.clinic"].partitions == 3
     assert made["_xbus.grants"].config == {"cleanup.policy": "compact", "retention.ms": "-1"}
     assert made["_xbus.reference.districts"].config["cleanup.policy"] == "compact"
     assert made["_xbus.audit"].config == {"retention.ms": "-1"}
@@ -111,7 +112,7 @@ def test_an_unknown_key_is_an_error_with_its_line(tmp_path: Path, catalog: Catal
 def test_a_dataset_the_catalog_lacks_is_an_error_with_its_line(
     tmp_path: Path, catalog: Catalog
 ) -> None:
-    text = DEMO.read_text().replace("      clinic: {partitions: 1}", "      clinics: {}")
+    text = DEMO.read_text().replace("      clinic: {}", "      clinics: {}")
     path = _write(tmp_path, text)
     found = _problems(path, catalog)
     line = text.splitlines().index("      clinics: {}") + 1
@@ -141,7 +142,7 @@ def test_bad_names_and_values_are_errors(tmp_path: Path, catalog: Catalog) -> No
     text = (
         DEMO.read_text()
         .replace("  open_data: {}", "  Open-Data: {}")
-        .replace("partitions: 6", "partitions: 0")
+        .replace("business_licence: {partitions: 3", "business_licence: {partitions: 0")
     )
     found = _problems(_write(tmp_path, text), catalog)
     assert any("partitions: Input should be greater than or equal to 1" in p for p in found)
@@ -207,11 +208,11 @@ def test_changed_settings_are_altered_and_partitions_only_added(
     configs = {t.name: dict(t.config) for t in wanted}
     configs["_xbus.grants"]["cleanup.policy"] = "delete"
     counts = {t.name: t.partitions for t in wanted}
-    counts["gov.market_regulation.business_licence"] = 3
+    counts["gov.market_regulation.business_licence"] = 2
     counts["gov.health.clinic"] = 9
     plan = make_plan(_state(topics=counts, configs=configs), [], wanted, tmp_path)
     assert plan.configs_to_alter == {"_xbus.grants": {"cleanup.policy": "compact"}}
-    assert plan.partitions_to_add == {"gov.market_regulation.business_licence": (3, 6)}
+    assert plan.partitions_to_add == {"gov.market_regulation.business_licence": (2, 3)}
     assert [n.target for n in plan.notes] == ["gov.health.clinic"]
 
 

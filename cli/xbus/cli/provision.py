@@ -66,7 +66,7 @@ def provision(
         raise typer.Exit(1) from None
     except XbusError as exc:
         raise fail(exc) from None
-    show(plan, applied=False if plan_only else None)
+    show(plan, title="What would change" if plan_only else "Changes")
     if plan_only or plan.empty:
         return
     try:
@@ -79,13 +79,12 @@ def provision(
     )
 
 
-def show(plan: Plan, *, applied: bool | None) -> None:
+def show(plan: Plan, *, title: str) -> None:
     """The plan as a table (notes below it), or a line saying there is nothing to do."""
     changes = plan.changes()
     if not changes:
         console.print("Nothing to change: the cluster is as the file says.")
     else:
-        title = "What would change" if applied is False else "Changes"
         table = Table("kind", "action", "what", "detail", title=title, title_justify="left")
         for change in changes:
             table.add_row(change.kind, change.action, change.target, change.detail)

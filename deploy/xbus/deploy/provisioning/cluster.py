@@ -8,6 +8,7 @@ are changed or removed; topics are removed only when asked.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -50,6 +51,10 @@ from .passwords import (
     stored_password,
 )
 
+# librdkafka's own log lines (connection attempts, refusals) go here, not to stderr: what
+# failed is told once, as an error (a handler the application configures still gets them).
+_KAFKA_LOG = logging.getLogger("xbus.deploy.provisioning.kafka")
+_KAFKA_LOG.addHandler(logging.NullHandler())
 _RETRIED = {KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 MECHANISM = ScramMechanism.SCRAM_SHA_512
 # Kafka's minimum for SCRAM-SHA-512 is 4096; the Java client's default is 4096 too.
@@ -151,7 +156,7 @@ class Provisioner:
     def __init__(self, settings: BusSettings, *, timeout: float = 30.0) -> None:
         self._settings = settings
         self._login_refused = threading.Event()
-        self._admin = AdminClient(settings.kafka_config(error_cb=self._on_error))
+        self._admin = AdminClient(settings.kafka_config(error_cb=self._on_error, logger=_KAFKA_LOG))
         self._timeout = timeout
 
     def _on_error(self, error: KafkaError) -> None:
