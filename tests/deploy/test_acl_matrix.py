@@ -230,6 +230,8 @@ def test_every_principal_may_do_what_it_needs_and_nothing_else(provisioned: Bus)
     got = _produce(engine, [sources["health"], GRANTS_TOPIC])
     matrix.record("service.engine", f"write {sources['health']}", REFUSED, got[sources["health"]])
     matrix.record("service.engine", f"write {GRANTS_TOPIC}", REFUSED, got[GRANTS_TOPIC])
+    got = _subscribe(engine, "xbus-policy-matrix", [DEAD_LETTER_TOPIC])
+    matrix.record("service.engine", f"read {DEAD_LETTER_TOPIC}", REFUSED, got[DEAD_LETTER_TOPIC])
     for service in ("service.connectors", "service.sse"):
         settings = _settings_of(provisioned, service)
         got = _produce(settings, [sources["health"], GRANTS_TOPIC, AUDIT_TOPIC])

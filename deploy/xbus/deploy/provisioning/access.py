@@ -1,15 +1,15 @@
 """What the provisioning file implies: the topics to make, and for each principal (Kafka
 user) the least it needs, as ACLs. The office is Kafka's super user (``admin``): it alone
-writes grants and reads the audit trail and the engine's dead letters, so nothing here gives
-those to anyone.
+writes grants and reads the engine's dead letters (raw source records); besides it only the
+engine, which continues the audit's hash chains, reads the audit trail.
 
 | principal                | may                                                            |
 |--------------------------|----------------------------------------------------------------|
 | ``department.<d>``       | write and describe topics ``gov.<d>.*``                        |
 | ``subscriber.<s>``       | read and describe ``deliver.<s>.*``; use groups ``<s>.*``      |
 | ``service.engine``       | read ``gov.*``, ``_xbus.grants``, ``_xbus.reference.*``; write |
-|                          | and create ``deliver.*``; write ``_xbus.audit`` and            |
-|                          | ``_xbus.dead-letters``; its group and Faust's own topics       |
+|                          | and create ``deliver.*``; write (and read) ``_xbus.audit``;    |
+|                          | write ``_xbus.dead-letters``; its group, Faust's own topics    |
 | ``service.connectors``   | read ``deliver.*``; write ``deliver.<s>._dead_letters``;       |
 |                          | groups ``xbus-webhook-*``, ``xbus-postgres-*``, ``xbus-file-*``|
 | ``service.sse``          | read ``deliver.*``; groups ``xbus-sse-*``                      |
@@ -128,7 +128,9 @@ def principals(bus: BusFile, base: Path) -> list[Principal]:
             ("TOPIC", REFERENCE_PREFIX, "PREFIXED", ("READ", "DESCRIBE")),
             # It makes a subscriber's topic on its first delivery.
             ("TOPIC", DELIVERY_PREFIX, "PREFIXED", ("WRITE", "DESCRIBE", "CREATE")),
-            ("TOPIC", AUDIT_TOPIC, "LITERAL", ("WRITE", "DESCRIBE")),
+            # It continues each audit hash chain from its last record after a restart, so it
+            # reads the trail it writes (the decisions, not the records they are about).
+            ("TOPIC", AUDIT_TOPIC, "LITERAL", ("WRITE", "DESCRIBE", "READ")),
             ("TOPIC", DEAD_LETTER_TOPIC, "LITERAL", ("WRITE", "DESCRIBE")),
             # Faust's group is the app id; its own topics (the leader assignor's) are
             # ``<app id>-...``, made by Faust on start.
