@@ -25,7 +25,9 @@ from xbus.deploy.stack import StackSettings
 
 pytestmark = pytest.mark.broker
 
-DEMO_PORTS = (9101, 9102, 9103, 9105, 9107)  # the demo's metrics ports (cli/xbus/cli/stack.py)
+# The demo's metrics ports and its live stream (cli/xbus/cli/stack.py).
+DEMO_PORTS = (9101, 9102, 9103, 9105, 9107, 9108)
+STREAM = "http://127.0.0.1:8090/v1/stream"
 SUBSCRIBERS = ("public_security", "tax_bureau", "social_security", "open_data")
 
 
@@ -39,6 +41,18 @@ def _command_lines() -> list[str]:
         except OSError:
             continue
     return lines
+
+
+def _first_streamed_event(token_file: Path) -> str:
+    """The first data line the demo's live stream sends its subscriber."""
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    deadline = time.monotonic() + 90
+    with httpx.stream("GET", STREAM, headers=headers, timeout=httpx.Timeout(10, read=60)) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if line.startswith("data:") or time.monotonic() > deadline:
+                return line
+    return ""
 
 
 def _secrets(folder: Path) -> dict[str, str]:
@@ -102,6 +116,7 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
                 f"not every subscriber received:\n{log.read_text(errors='replace')[-4000:]}"
             )
         command_lines = _command_lines()
+        streamed = _first_streamed_event(home / "data" / "secrets" / "sse-demo.token")
         for port in DEMO_PORTS:
             pages.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
     finally:
@@ -114,6 +129,10 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
             stack.wait()
     output = log.read_text(errors="replace")
     assert "xbus is up" in output and output.rstrip().endswith("stopped."), output[-3000:]
+    # Every component ran to the end under its own user.
+    assert "stopped unexpectedly" not in output, output[-3000:]
+    assert "bus provisioned from bus.yaml" in output
+    assert streamed.startswith("data:")
 
     secrets_dir = home / "data" / "secrets"
     secrets = _secrets(secrets_dir)

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from xbus.cli.output import console, fail, load_catalog, problem
+from xbus.cli.output import console, fail, problem
+from xbus.core.catalog import Catalog
 from xbus.core.errors import XbusError
-from xbus.core.settings import bus_settings
+from xbus.core.settings import BusSettings, bus_settings
 from xbus.deploy.provisioning.access import principals, topics
 from xbus.deploy.provisioning.bus_file import FILE_ENV, load_bus_file, provisioning_file
 from xbus.deploy.provisioning.cluster import Change, Plan, Provisioner
@@ -49,14 +51,11 @@ def provision(
     subscriber and service, and each user's least-privilege ACLs. Users and ACLs the file no
     longer names are removed (only department.*, subscriber.*, service.*)."""
     settings = bus_settings()
-    path = provisioning_file(file)
     try:
-        bus = load_bus_file(path, load_catalog(), settings.grants_dir)
-        wanted_topics = topics(bus)
-        provisioner = Provisioner(settings)
-        plan = provisioner.plan(
-            principals(bus, path.parent),
-            wanted_topics,
+        plan = provision_from_file(
+            settings,
+            provisioning_file(file),
+            plan_only=plan_only,
             remove_topics=remove_topics,
             rotate=rotate or (),
         )
@@ -66,17 +65,35 @@ def provision(
         raise typer.Exit(1) from None
     except XbusError as exc:
         raise fail(exc) from None
-    show(plan, title="What would change" if plan_only else "Changes")
-    if plan_only or plan.empty:
-        return
-    try:
-        provisioner.apply(plan, bus.replication_factor)
-    except XbusError as exc:
-        raise fail(exc) from None
-    console.print(
-        f"{len(plan.changes())} change(s) made; passwords are in "
-        f"{settings.secrets_dir / 'kafka'}/<user>.password"
+    if not plan_only and not plan.empty:
+        console.print(
+            f"{len(plan.changes())} change(s) made; passwords are in "
+            f"{settings.secrets_dir / 'kafka'}/<user>.password"
+        )
+
+
+def provision_from_file(
+    settings: BusSettings,
+    path: Path,
+    *,
+    plan_only: bool = False,
+    remove_topics: bool = False,
+    rotate: Sequence[str] = (),
+    quiet: bool = False,
+) -> Plan:
+    """Plan what the file at ``path`` asks of the cluster, show it (unless ``quiet``) and,
+    unless ``plan_only``, apply it; the plan. Raises ``BusFileError`` for a wrong file,
+    ``XbusError`` for what the cluster refused."""
+    bus = load_bus_file(path, Catalog.load(settings.schemas_dir), settings.grants_dir)
+    provisioner = Provisioner(settings)
+    plan = provisioner.plan(
+        principals(bus, path.parent), topics(bus), remove_topics=remove_topics, rotate=rotate
     )
+    if not quiet:
+        show(plan, title="What would change" if plan_only else "Changes")
+    if not plan_only and not plan.empty:
+        provisioner.apply(plan, bus.replication_factor)
+    return plan
 
 
 def show(plan: Plan, *, title: str) -> None:

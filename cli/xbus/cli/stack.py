@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from xbus.cli.output import console, fail
+from xbus.cli.provision import provision_from_file
 from xbus.core.catalog import Catalog
 from xbus.core.contracts import register_catalog
 from xbus.core.errors import XbusError
@@ -24,6 +25,7 @@ from xbus.core.serde import registry_client
 from xbus.core.settings import BusSettings
 from xbus.deploy.errors import LauncherError
 from xbus.deploy.process import ManagedProcess
+from xbus.deploy.provisioning.bus_file import provisioning_file
 from xbus.deploy.stack import LocalStack
 from xbus.producers.demodata import DISTRICTS
 from xbus.streams.grant_files import apply_grants
@@ -57,6 +59,7 @@ STREAM_SUBSCRIBER = "open_data"
 TABLE_SUBSCRIBER = "tax_bureau"
 DEMO_METRICS = 9101
 GATEWAY_PORT = 8088
+GATEWAY_METRICS = 9108
 
 
 class _Follower:
@@ -143,6 +146,10 @@ def _provision(stack: LocalStack, demo: bool) -> None:
         f"({sum(r.changed for r in registered)} new or changed)"
     )
     if demo:
+        # The demo bus of bus.yaml: topics, a Kafka user per department, subscriber and
+        # service, and their ACLs; each component then runs as its own user.
+        plan = provision_from_file(settings, provisioning_file(None), quiet=True)
+        console.print(f"bus provisioned from bus.yaml ({len(plan.changes())} changes)")
         for applied in apply_grants(settings, catalog, [settings.grants_dir]):
             console.print(
                 f"grant {applied.grant} v{applied.version} "
@@ -156,7 +163,11 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
     demo department, each in its own session; the demo's and the file connector's logs
     are followed from here on."""
     stack.start_component(
-        "engine", ["run", "engine", "--metrics-port", str(ENGINE_METRICS)], "engine.log"
+        "engine",
+        ["run", "engine", "--metrics-port", str(ENGINE_METRICS)],
+        "engine.log",
+        kafka_user="service.engine",
+        registry_user="engine",
     )
     connector = stack.start_component(
         "file connector",
@@ -171,6 +182,8 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
             str(CONNECTOR_METRICS),
         ],
         "connector-file.log",
+        kafka_user="service.connectors",
+        registry_user="reader",
     )
     stack.start_component(
         "postgres connector",
@@ -184,8 +197,18 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
             str(POSTGRES_CONNECTOR_METRICS),
         ],
         "connector-postgres.log",
+        kafka_user="service.connectors",
+        registry_user="reader",
     )
-    stack.start_component("gateway", ["run", "gateway", "--port", str(GATEWAY_PORT)], "gateway.log")
+    stack.start_component(
+        "gateway",
+        ["run", "gateway", "--port", str(GATEWAY_PORT), "--metrics-port", str(GATEWAY_METRICS)],
+        "gateway.log",
+        kafka_user="service.gateway",
+        registry_user="reader",
+        # The demo shows its API description; a real gateway keeps it behind a key.
+        env={"XBUS_GATEWAY_PUBLIC_DOCS": "true"},
+    )
     sse_token = _demo_stream_token(stack)
     stack.start_component(
         "sse",
@@ -200,11 +223,16 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
             str(SSE_METRICS),
         ],
         "sse.log",
+        kafka_user="service.sse",
+        registry_user="reader",
     )
     publisher = stack.start_component(
         "demo",
         ["run", "demo", "--rate", str(rate), "--metrics-port", str(DEMO_METRICS)],
         "demo.log",
+        # Each demo department publishes as its own user (xbus.producers.demo.as_department).
+        kafka_user="department.market_regulation",
+        registry_user="reader",
     )
     follower = _Follower()
     follower.add("department", publisher, "cyan")
@@ -232,6 +260,7 @@ def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
             f"connector        http://127.0.0.1:{CONNECTOR_METRICS}/metrics",
             f"demo publisher   http://127.0.0.1:{DEMO_METRICS}/metrics",
             f"ingest gateway   http://127.0.0.1:{GATEWAY_PORT}/docs (keys: xbus gateway new-key)",
+            f"gateway metrics  http://127.0.0.1:{GATEWAY_METRICS}/metrics",
             f"delivered files  {stack.data_dir / 'out'}/<subscriber>/",
             f"delivered tables {TABLE_SUBSCRIBER}.* (psql <PostgreSQL above>)",
             f"live stream      http://127.0.0.1:{SSE_PORT}/v1/stream "

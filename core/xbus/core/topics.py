@@ -19,6 +19,12 @@ AUDIT_TOPIC = "_xbus.audit"
 DEAD_LETTER_TOPIC = "_xbus.dead-letters"
 REFERENCE_PREFIX = "_xbus.reference."
 
+# Consumer groups of the engine's readers that only read assigned partitions and commit
+# nothing (Kafka's ACLs still ask for a group): the follower of grants and reference tables,
+# and the reader that finds where each audit chain stopped.
+POLICY_GROUP_PREFIX = "xbus-policy-"
+AUDIT_READER_GROUP_PREFIX = "xbus-audit-"
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

@@ -54,6 +54,12 @@ class StackSettings(BaseSettings):
         return self.cache_dir or self.home / "cache"
 
 
+# Settings of the supervisor that must not reach a component started under its own user.
+_NOT_INHERITED = frozenset(
+    {"XBUS_SASL_PASSWORD", "XBUS_SCHEMA_REGISTRY_PASSWORD", "XBUS_GRANT_SIGNING_KEY_FILE"}
+)
+
+
 @dataclass
 class LocalStack:
     """A Kafka broker, a schema registry and PostgreSQL on loopback, plus any components
@@ -198,14 +204,49 @@ class LocalStack:
             allow_storage(self.kafka.config.client_config(), REGISTRY_USER)
         self.registry.start()
 
-    def start_component(self, name: str, args: list[str], log_name: str) -> ManagedProcess:
-        """Start ``xbus <args>`` against this stack, its output in ``<data>/logs/<log_name>``."""
+    def component_env(
+        self, kafka_user: str | None = None, registry_user: str | None = None
+    ) -> dict[str, str]:
+        """The environment of a component that runs as Kafka user ``kafka_user`` (whose
+        password ``xbus provision`` wrote) and registry user ``registry_user``; None for either
+        keeps the office's. No component but the office gets the grant-signing key."""
+        env = self.client_env()
+        del env["XBUS_GRANT_SIGNING_KEY_FILE"]
+        if self.settings.secured and kafka_user is not None:
+            env["XBUS_SASL_USERNAME"] = kafka_user
+            env["XBUS_SASL_PASSWORD_FILE"] = str(
+                self.secrets_dir / "kafka" / f"{kafka_user}.password"
+            )
+        if self.settings.secured and registry_user is not None:
+            env |= self.registry.config.client_env(registry_user)
+        return env
+
+    def start_component(
+        self,
+        name: str,
+        args: list[str],
+        log_name: str,
+        *,
+        kafka_user: str | None = None,
+        registry_user: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ManagedProcess:
+        """Start ``xbus <args>`` against this stack as ``kafka_user`` and ``registry_user``
+        (``component_env``), with ``env`` on top; its output in ``<data>/logs/<log_name>``.
+        This process's own secrets (a password given as a value, the signing key) do not
+        reach it."""
+        inherited = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         process = ManagedProcess(
             name,
             [sys.executable, "-m", "xbus.cli", *args],
             log_file=self.data_dir / "logs" / log_name,
             pid_file=self.data_dir / "run" / f"{log_name}.pid",
-            env={**os.environ, **self.client_env(), "PYTHONUNBUFFERED": "1"},
+            env={
+                **inherited,
+                **self.component_env(kafka_user, registry_user),
+                **(env or {}),
+                "PYTHONUNBUFFERED": "1",
+            },
         )
         process.start()
         self.components.append(process)

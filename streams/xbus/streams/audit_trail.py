@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from xbus.core.settings import BusSettings
-from xbus.core.topics import AUDIT_TOPIC
+from xbus.core.topics import AUDIT_READER_GROUP_PREFIX, AUDIT_TOPIC
 from xbus.streams.audit import AuditEntry, Head
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def _reader(settings: BusSettings) -> Consumer:
     """A consumer that only reads assigned partitions: no group, nothing committed."""
     return Consumer(
         settings.consumer_config(
-            f"xbus-audit-{uuid.uuid4()}",
+            f"{AUDIT_READER_GROUP_PREFIX}{uuid.uuid4()}",
             **{"enable.partition.eof": False, "fetch.wait.max.ms": 50},
         )
     )

@@ -33,7 +33,7 @@ from xbus.core.metrics import GRANT_EXPIRY, GRANT_VERSION, GRANTS_IN_FORCE, GRAN
 from xbus.core.producing import Record, produce_and_confirm
 from xbus.core.settings import BusSettings
 from xbus.core.signatures import load_public_keys
-from xbus.core.topics import GRANTS_TOPIC, REFERENCE_PREFIX
+from xbus.core.topics import GRANTS_TOPIC, POLICY_GROUP_PREFIX, REFERENCE_PREFIX
 from xbus.streams.policy import CompiledGrant, check_and_compile
 from xbus.streams.policy_records import (
     REFUSAL_REASONS,
@@ -107,7 +107,8 @@ class PolicyState:
         self._consumer = Consumer(
             settings.kafka_config(
                 **{
-                    "group.id": f"xbus-policy-{uuid.uuid4().hex}",  # never commits: reads it all
+                    # Never commits: reads it all, every time.
+                    "group.id": f"{POLICY_GROUP_PREFIX}{uuid.uuid4().hex}",
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "topic.metadata.refresh.interval.ms": 5000,

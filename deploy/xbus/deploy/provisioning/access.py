@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Literal
 
 from xbus.core.topics import (
+    AUDIT_READER_GROUP_PREFIX,
     AUDIT_TOPIC,
     DEAD_LETTER_TOPIC,
     DELIVERY_PREFIX,
     GRANTS_TOPIC,
+    POLICY_GROUP_PREFIX,
     REFERENCE_PREFIX,
     SOURCE_PREFIX,
     source_topic,
@@ -41,8 +43,6 @@ NAMESPACES = ("department.", "subscriber.", "service.")
 # The groups of connectors (``xbus-<sink>-<subscribers>``) and of the live stream.
 CONNECTOR_GROUP_PREFIXES = ("xbus-webhook-", "xbus-postgres-", "xbus-file-")
 SSE_GROUP_PREFIX = "xbus-sse-"
-# The engine's PolicyState follows grants and reference tables in a group of its own.
-POLICY_GROUP_PREFIX = "xbus-policy-"
 
 Resource = Literal["TOPIC", "GROUP"]
 Pattern = Literal["LITERAL", "PREFIXED"]
@@ -137,6 +137,7 @@ def principals(bus: BusFile, base: Path) -> list[Principal]:
             ("GROUP", app_id, "LITERAL", ("READ",)),
             ("TOPIC", f"{app_id}-", "PREFIXED", ("READ", "WRITE", "DESCRIBE", "CREATE")),
             ("GROUP", POLICY_GROUP_PREFIX, "PREFIXED", ("READ",)),
+            ("GROUP", AUDIT_READER_GROUP_PREFIX, "PREFIXED", ("READ",)),
         )
         found.append(Principal(user, _password_file(services.engine, base), acls))
     if services.connectors is not None:
