@@ -123,3 +123,34 @@ def test_a_data_dir_formatted_without_users_is_refused_with_what_to_do(tmp_path:
     with pytest.raises(LauncherError, match="without xbus's Kafka users.*Remove"):
         LocalKafka(config).start()
     assert os.path.exists(tmp_path / "data" / "kafka" / "log" / "meta.properties")
+
+
+def test_the_engines_registry_user_may_change_only_the_subjects_it_made(bus: Bus) -> None:
+    settings = _secured(bus)
+    base = settings.schema_registry_url
+    engine = ("engine", (settings.secrets_dir / "registry" / "engine.password").read_text().strip())
+    tag = uuid.uuid4().hex[:8]
+    first = {
+        "schema": '{"type": "record", "name": "A", "fields": [{"name": "a", "type": "string"}]}'
+    }
+    second = {
+        "schema": '{"type": "record", "name": "A", "fields": [{"name": "a", "type": "string"}, '
+        '{"name": "b", "type": "string", "default": ""}]}'
+    }
+    dataset, view = f"gov.probe.d{tag}-value", f"deliver.probe.d{tag}-value"
+    office = settings.registry_auth()
+    assert httpx.post(f"{base}/subjects/{dataset}/versions", json=first, auth=office).is_success
+
+    # A department's dataset, registered by the office: the engine may read it, not change it.
+    none = {"compatibility": "NONE"}
+    assert httpx.put(f"{base}/config/{dataset}", json=none, auth=engine).status_code == 403
+    assert (
+        httpx.post(f"{base}/subjects/{dataset}/versions", json=second, auth=engine).status_code
+        == 403
+    )
+    assert httpx.delete(f"{base}/subjects/{dataset}", auth=engine).status_code == 403
+    assert httpx.get(f"{base}/subjects/{dataset}/versions/latest", auth=engine).is_success
+    # A view subject of its own: it registers, evolves and opens it.
+    assert httpx.post(f"{base}/subjects/{view}/versions", json=first, auth=engine).is_success
+    assert httpx.put(f"{base}/config/{view}", json=none, auth=engine).is_success
+    assert httpx.post(f"{base}/subjects/{view}/versions", json=second, auth=engine).is_success

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,14 @@ def _first_streamed_event(token_file: Path) -> str:
             if line.startswith("data:") or time.monotonic() > deadline:
                 return line
     return ""
+
+
+def _others_read(path: Path, top: Path) -> bool:
+    """Whether a user who is neither the owner nor in the group could read ``path``: it is
+    world-readable and every folder from ``top`` down to it may be passed through."""
+    folders = [p for p in path.parents if p == top or top in p.parents]
+    passable = all(p.stat().st_mode & stat.S_IXOTH for p in folders)
+    return passable and bool(path.stat().st_mode & stat.S_IROTH)
 
 
 def _secrets(folder: Path) -> dict[str, str]:
@@ -155,3 +164,12 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
             leaks.append(f"{name} in the output of xbus stack up")
     assert len(scanned) > 100  # logs, Kafka's segments, PostgreSQL's files, delivered files
     assert not leaks
+    # Nor can another user of the machine read the records, deliveries or logs on disk (only
+    # pid files and PostgreSQL's socket folder stay reachable).
+    data = home / "data"
+    open_to_others = [
+        path
+        for path in data.rglob("*")
+        if path.is_file() and "run" not in path.relative_to(data).parts and _others_read(path, home)
+    ]
+    assert not open_to_others, open_to_others[:10]

@@ -120,9 +120,12 @@ class ManagedProcess:
     def start(self) -> None:
         """Start the process, its output going to the log file."""
         self.stop_leftover()
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
+        # A log may hold what a component saw: readable by its owner only, however it was made.
+        descriptor = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "ab") as log:
             self.process = subprocess.Popen(
                 self.argv,
                 stdout=log,

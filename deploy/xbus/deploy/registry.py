@@ -129,6 +129,7 @@ def _security_properties(config: RegistryConfig) -> str:
         "apicurio.auth.role-based-authorization=true",
         "apicurio.auth.role-source=token",
         "apicurio.auth.anonymous-read-access.enabled=false",
+        "apicurio.auth.owner-only-authorization=true",
     ]
     for user, role in ROLES.items():
         password = read_secret(config.password_file(user))

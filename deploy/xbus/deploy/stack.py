@@ -54,6 +54,9 @@ class StackSettings(BaseSettings):
         return self.cache_dir or self.home / "cache"
 
 
+# The stack's folders that only their owner may enter (see ``LocalStack.close_folders``).
+_PRIVATE_FOLDERS = ("kafka", "registry", "logs", "out")
+
 # Settings of the supervisor that must not reach a component started under its own user.
 _NOT_INHERITED = frozenset(
     {"XBUS_SASL_PASSWORD", "XBUS_SCHEMA_REGISTRY_PASSWORD", "XBUS_GRANT_SIGNING_KEY_FILE"}
@@ -184,6 +187,7 @@ class LocalStack:
     def start(self) -> None:
         """Start the broker, the registry, then PostgreSQL; if one fails, what was started is
         stopped, last first."""
+        self.close_folders()
         parts = [
             (self.kafka.start, self.kafka.stop),
             (self.start_registry, self.registry.stop),
@@ -196,6 +200,22 @@ class LocalStack:
                 for _, stop in reversed(parts[: index + 1]):
                     stop()
                 raise
+
+    def close_folders(self) -> None:
+        """Keep other users of the machine out of the stack's data: the data dir may only be
+        passed through (PostgreSQL's system user must reach its own folder inside), and the
+        folders that hold records, deliveries and logs (Kafka's segments, the registry's,
+        the components' logs, the delivered files) are their owner's alone, whatever modes
+        their files have. A stack made before this was so is closed the same way."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o711)
+        for name in _PRIVATE_FOLDERS:
+            folder = self.data_dir / name
+            folder.mkdir(mode=0o700, exist_ok=True)
+            folder.chmod(0o700)
+        for log in (self.data_dir / "postgres").glob("*.log"):
+            if log.stat().st_uid == os.geteuid():
+                log.chmod(0o600)
 
     def start_registry(self) -> None:
         """Start the registry (on a secured broker, its Kafka user is first allowed its own
