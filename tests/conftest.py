@@ -169,12 +169,21 @@ def _postgres_from_launcher() -> Generator[str, None, None]:
             data_dir=home / "data",
             run_dir=home / "run",
             log_dir=home,
+            secrets_dir=home / "secrets",
         )
     )
+    before = os.environ.get("PGPASSFILE")
     try:
         postgres.start()
+        # The DSN holds no password; libpq (here and in the components the tests start) reads
+        # it from the file PGPASSFILE names, as under `xbus stack exec`.
+        os.environ["PGPASSFILE"] = str(postgres.config.pgpass_file)
         yield postgres.dsn
     finally:
+        if before is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = before
         postgres.stop()
         shutil.rmtree(home, ignore_errors=True)
 

@@ -1,11 +1,14 @@
 """The local PostgreSQL of the launcher, on the machine's real PostgreSQL programs: data kept
-across restarts, a clean stop that leaves no server process, and clear refusals."""
+across restarts, a clean stop that leaves no server process, clear refusals, and no way in
+without a password."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import socket
+import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -13,10 +16,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from xbus.deploy.errors import LauncherError
-from xbus.deploy.postgres import LocalPostgres, PostgresConfig, find_bindir
-from xbus.deploy.process import free_port
+from xbus.deploy.postgres import (
+    SUPERUSER,
+    LocalPostgres,
+    PostgresConfig,
+    _server_user,
+    find_bindir,
+)
+from xbus.deploy.process import credentials_of, free_port
+from xbus.deploy.secret_files import read_secret, write_private
 
 
 @pytest.fixture
@@ -41,20 +52,40 @@ def _config(home: Path, **overrides: object) -> PostgresConfig:
         "data_dir": home / "data",
         "run_dir": home / "run",
         "log_dir": home,
+        "secrets_dir": home / "secrets",
     }
     values.update(overrides)
     return PostgresConfig(**values)  # type: ignore[arg-type]
 
 
+def _connect(postgres: LocalPostgres) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection as the bus's role, its password from the stack's pgpass file."""
+    return psycopg.connect(postgres.dsn, passfile=str(postgres.config.pgpass_file))
+
+
+def _refused_without_password(postgres: LocalPostgres, role: str, host: str) -> str:
+    """The error a connection as ``role`` without a password gets (fails if it gets in)."""
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(
+            host=host,
+            port=postgres.config.port,
+            user=role,
+            dbname="postgres",
+            passfile="/nonexistent",
+            connect_timeout=5,
+        ).close()
+    return str(refused.value)
+
+
 def _processes_of(pid: int) -> set[int]:
     """``pid`` and every process started under it."""
     parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc_stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = proc_stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents[int(stat.parent.name)] = int(fields[1])
+        parents[int(proc_stat.parent.name)] = int(fields[1])
     found = {pid}
     grew = True
     while grew:
@@ -78,7 +109,7 @@ def test_a_row_written_before_a_stop_is_there_after_the_next_start(home: Path) -
     postgres.start()
     try:
         assert postgres.dsn == f"postgresql://xbus@127.0.0.1:{config.port}/xbus"
-        with psycopg.connect(postgres.dsn) as connection:
+        with _connect(postgres) as connection:
             connection.execute("CREATE TABLE kept (note text)")
             connection.execute("INSERT INTO kept VALUES ('before the restart')")
     finally:
@@ -87,7 +118,7 @@ def test_a_row_written_before_a_stop_is_there_after_the_next_start(home: Path) -
     again = LocalPostgres(config)
     again.start()
     try:
-        with psycopg.connect(again.dsn) as connection:
+        with _connect(again) as connection:
             rows = connection.execute("SELECT note FROM kept").fetchall()
             fsync = connection.execute("SHOW fsync").fetchone()
     finally:
@@ -104,7 +135,7 @@ def test_stop_ends_the_server_and_its_processes_even_with_a_client_connected(
     assert postgres.process is not None and postgres.process.process is not None
     server = _processes_of(postgres.process.process.pid)
     assert len(server) > 1  # the postmaster and its background workers
-    client = psycopg.connect(postgres.dsn)
+    client = _connect(postgres)
     try:
         started = time.monotonic()
         postgres.stop()
@@ -137,3 +168,85 @@ def test_a_data_dir_that_is_not_postgresqls_is_refused_and_left_untouched(home: 
         LocalPostgres(_config(home)).start()
     assert [p.name for p in data.iterdir()] == ["notes.txt"]
     assert (data / "notes.txt").read_text() == "mine"
+
+
+def test_nobody_gets_in_without_a_password_and_the_password_file_lets_the_bus_in(
+    home: Path,
+) -> None:
+    config = _config(home)
+    postgres = LocalPostgres(config)
+    postgres.start()
+    try:
+        for role in ("xbus", SUPERUSER):
+            for host in ("127.0.0.1", str(home / "run" / "postgres")):  # TCP, the socket
+                error = _refused_without_password(postgres, role, host)
+                assert "no password supplied" in error, (role, host, error)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(postgres.dsn, password="guessed", passfile="/nonexistent").close()
+        with _connect(postgres) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == ("xbus",)
+    finally:
+        postgres.stop()
+
+    password = read_secret(config.password_file("xbus"))
+    assert "password" not in conninfo_to_dict(postgres.dsn)
+    assert password not in postgres.dsn
+    assert config.client_env() == {
+        "XBUS_POSTGRES_DSN": postgres.dsn,
+        "PGPASSFILE": str(config.pgpass_file),
+    }
+    folder = home / "secrets" / "postgres"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert files == {"xbus.password": 0o600, "postgres.password": 0o600, "pgpass": 0o600}
+    # Only SCRAM verifiers reach the server: no password in its log or its files.
+    superuser_password = read_secret(config.password_file(SUPERUSER))
+    for path in home.rglob("*"):
+        if path.is_file() and folder not in path.parents:
+            data = path.read_bytes()
+            assert password.encode() not in data, path
+            assert superuser_password.encode() not in data, path
+
+
+def test_a_data_dir_made_with_trust_by_an_older_launcher_is_converted_at_start(
+    home: Path,
+) -> None:
+    data = home / "data"
+    data.mkdir(mode=0o700)
+    user = _server_user()
+    if user:
+        shutil.chown(data, user, user)
+    subprocess.run(
+        [str(find_bindir() / "initdb"), "-D", str(data), "--username=postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+        cwd=home,
+        **credentials_of(user),
+    )
+    postgres = LocalPostgres(_config(home))
+    postgres.start()
+    try:
+        for role in ("xbus", SUPERUSER):
+            assert "no password supplied" in _refused_without_password(postgres, role, "127.0.0.1")
+        with _connect(postgres) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == ("xbus",)
+    finally:
+        postgres.stop()
+    assert "trust" not in (data / "pg_hba.conf").read_text()
+
+
+def test_a_new_password_in_the_roles_file_is_in_force_after_a_restart(home: Path) -> None:
+    config = _config(home)
+    postgres = LocalPostgres(config)
+    postgres.start()
+    postgres.stop()
+    old = read_secret(config.password_file("xbus"))
+    write_private(config.password_file("xbus"), "a-new-password-for-the-bus")
+    postgres.start()
+    try:
+        with _connect(postgres) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == ("xbus",)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(postgres.dsn, password=old, passfile="/nonexistent").close()
+    finally:
+        postgres.stop()

@@ -1,12 +1,25 @@
 """A PostgreSQL server on loopback for the PostgreSQL sink and its tests, run from the
 machine's own PostgreSQL programs (Debian's ``postgresql`` package, which ``make install``
-adds when missing). The cluster is made once; later starts reuse its data."""
+adds when missing). The cluster is made once; later starts reuse its data.
+
+Every connection, on loopback and on the socket, needs a password (SCRAM-SHA-256): anyone on
+the machine could otherwise read the subscribers' tables, and as the superuser run programs
+as the server's user (``COPY ... FROM PROGRAM``). The superuser's and the bus role's passwords
+are generated into ``<secrets>/postgres/<role>.password`` (0600) and set at every start, so
+the files are the truth (rotating one is writing or removing its file and starting again).
+Clients get the bus role's password from libpq's password file ``<secrets>/postgres/pgpass``
+(``PGPASSFILE``): the DSN never holds one, so it can be printed."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
+import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
@@ -20,9 +33,21 @@ from psycopg.conninfo import make_conninfo
 
 from xbus.deploy.errors import LauncherError
 from xbus.deploy.process import ManagedProcess, check_port_free, credentials_of
+from xbus.deploy.secret_files import password_file, read_secret, write_private
+
+log = logging.getLogger(__name__)
 
 # Only the launcher connects as initdb's superuser, to make the bus's role and database.
 SUPERUSER = "postgres"
+# Every connection authenticates with a password; written at every start, so a data dir made
+# by an older launcher with ``trust`` is converted when it is next started.
+PG_HBA = """\
+# Written by the xbus launcher at every start (xbus.deploy.postgres): a password for everyone.
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 scram-sha-256
+host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   ::1/128       scram-sha-256
+"""
 # PostgreSQL refuses to run as root; a root supervisor runs it as this system user.
 SERVER_USER = "postgres"
 INSTALL_HINT = (
@@ -40,15 +65,30 @@ class PostgresConfig:
     data_dir: Path = Path(".xbus/data/postgres/data")
     run_dir: Path = Path(".xbus/run")
     log_dir: Path = Path(".xbus/data/postgres")
+    secrets_dir: Path = Path(".xbus/data/secrets")
     user: str = "xbus"
     database: str = "xbus"
     start_timeout: float = 60.0
 
     @property
     def dsn(self) -> str:
-        """The URL clients connect with. No password: see ``_initdb``."""
+        """The URL clients connect with. No password: libpq reads it from ``pgpass_file``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"postgresql://{self.user}@{host}:{self.port}/{self.database}"
+
+    def password_file(self, role: str) -> Path:
+        """The file holding ``role``'s password (made on first use)."""
+        return password_file(self.secrets_dir.resolve() / "postgres" / f"{role}.password")
+
+    @property
+    def pgpass_file(self) -> Path:
+        """libpq's password file with the bus role's password (written by ``start``)."""
+        return self.secrets_dir.resolve() / "postgres" / "pgpass"
+
+    def client_env(self) -> dict[str, str]:
+        """The settings with which a client reaches the bus's database as its role: the DSN,
+        and the password by file (libpq's ``PGPASSFILE``)."""
+        return {"XBUS_POSTGRES_DSN": self.dsn, "PGPASSFILE": str(self.pgpass_file)}
 
 
 def find_bindir() -> Path:
@@ -132,6 +172,8 @@ class LocalPostgres:
         for directory in (self._data_dir.parent, self._socket_dir):
             _check_reachable(directory, user)
         self._initdb(bindir, user)
+        self._require_passwords(bindir, user)
+        self._write_pgpass()
         self.process.start()
         self.process.wait_until(
             self._accepts_connections, c.start_timeout, f"accepting connections on {c.dsn}"
@@ -143,8 +185,12 @@ class LocalPostgres:
             raise
 
     def _initdb(self, bindir: Path, user: str | None) -> None:
-        """Make the cluster once; a data dir from an earlier run is reused as it is."""
+        """Make the cluster once, its superuser with a password and no connection without
+        one; a data dir from an earlier run is reused (``_require_passwords`` secures it)."""
         data = self._data_dir
+        pwfile = data.with_name(f"{data.name}.pwfile")
+        # Left only if the launcher was killed during initdb: it holds a password.
+        pwfile.unlink(missing_ok=True)
         if (data / "PG_VERSION").exists():
             return
         if data.exists() and any(data.iterdir()):
@@ -158,24 +204,29 @@ class LocalPostgres:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(mode=0o700)
         _give(partial, user)
-        # Trust, not a password: initdb's pg_hba.conf admits loopback and the socket only,
-        # and Kafka and the registry, which hold the same events, are open on loopback too;
-        # a password would guard nothing they leave open, and a DSN without one can be shown.
-        result = subprocess.run(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(partial),
-                f"--username={SUPERUSER}",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-locale",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=data.parent,
-            **credentials_of(user),
-        )
+        # initdb reads the superuser's password from a file the server's user can read (the
+        # secrets folder is ours only): a 0600 copy beside the data dir, removed at once.
+        write_private(pwfile, read_secret(self.config.password_file(SUPERUSER)))
+        try:
+            _give(pwfile, user)
+            result = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(partial),
+                    f"--username={SUPERUSER}",
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=data.parent,
+                **credentials_of(user),
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             shutil.rmtree(partial, ignore_errors=True)
             raise LauncherError(
@@ -186,10 +237,50 @@ class LocalPostgres:
             data.rmdir()
         partial.rename(data)
 
+    def _require_passwords(self, bindir: Path, user: str | None) -> None:
+        """Before the server listens: give the superuser the password its file holds (in
+        single-user mode, which takes no connections) and require a password of every
+        connection (``PG_HBA``). A data dir made with ``trust`` is converted here."""
+        hba = self._data_dir / "pg_hba.conf"
+        written = hba.read_text(encoding="utf-8")
+        if written != PG_HBA:
+            if _trusts(written):
+                log.warning(
+                    "PostgreSQL in %s admitted connections without a password (trust); from "
+                    "now on every connection needs one (docs/security.md, PostgreSQL)",
+                    self._data_dir,
+                )
+            hba.write_text(PG_HBA, encoding="utf-8")
+        verifier = scram_verifier(read_secret(self.config.password_file(SUPERUSER)))
+        # Only the verifier reaches the server, never the password itself.
+        result = subprocess.run(
+            [str(bindir / "postgres"), "--single", "-D", str(self._data_dir), "postgres"],
+            input=f"ALTER ROLE {SUPERUSER} PASSWORD '{verifier}'\n",
+            capture_output=True,
+            text=True,
+            cwd=self._data_dir.parent,
+            **credentials_of(user),
+        )
+        if result.returncode != 0 or "ERROR" in result.stderr:
+            raise LauncherError(
+                f"PostgreSQL in single-user mode could not set the superuser's password in "
+                f"{self._data_dir}:\n{result.stderr}"
+            )
+
+    def _write_pgpass(self) -> None:
+        c = self.config
+        password = read_secret(c.password_file(c.user))
+        write_private(c.pgpass_file, f"{c.host}:{c.port}:{c.database}:{c.user}:{password}\n")
+
     def _admin_conninfo(self) -> str:
         c = self.config
         return make_conninfo(
-            host=c.host, port=c.port, user=SUPERUSER, dbname="postgres", connect_timeout=2
+            host=c.host,
+            port=c.port,
+            user=SUPERUSER,
+            dbname="postgres",
+            connect_timeout=2,
+            password=read_secret(c.password_file(SUPERUSER)),
         )
 
     def _accepts_connections(self) -> bool:
@@ -200,11 +291,17 @@ class LocalPostgres:
         return True
 
     def _create_database(self) -> None:
+        """Make the bus's role and database if missing; give the role its file's password."""
         c = self.config
+        verifier = scram_verifier(read_secret(c.password_file(c.user)))
         with psycopg.connect(self._admin_conninfo(), autocommit=True) as connection:
             role = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (c.user,))
-            if role.fetchone() is None:
-                connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(c.user)))
+            command = "ALTER" if role.fetchone() else "CREATE"
+            connection.execute(
+                sql.SQL(command + " ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(c.user), sql.Literal(verifier)
+                )
+            )
             database = connection.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (c.database,)
             )
@@ -222,6 +319,32 @@ class LocalPostgres:
             self.process.stop(timeout=30)
 
 
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """What PostgreSQL stores for a SCRAM-SHA-256 password (RFC 5802/7677, as libpq's
+    ``PQencryptPasswordConn`` makes it), so the password itself never reaches the server, its
+    log or its files. ``password`` must be ASCII without control characters (SASLprep leaves
+    it as it is), as generated passwords are."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _trusts(hba: str) -> bool:
+    """Whether a pg_hba.conf lets some connection in without a password."""
+    return any(
+        "trust" in line.split()
+        for line in hba.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+
+
 def _check_loopback(host: str) -> None:
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -229,8 +352,8 @@ def _check_loopback(host: str) -> None:
         loopback = False
     if not loopback:
         raise LauncherError(
-            f"the local PostgreSQL admits connections without a password, so it listens on "
-            f"loopback only, and {host} is not a loopback address. Set XBUS_STACK_HOST to "
+            f"the local PostgreSQL speaks without TLS, so it listens on loopback only, and "
+            f"{host} is not a loopback address. Set XBUS_STACK_HOST to "
             "127.0.0.1 or leave it unset."
         )
 
@@ -250,11 +373,11 @@ def _server_user() -> str | None:
     return SERVER_USER
 
 
-def _give(directory: Path, user: str | None) -> None:
-    """Make ``directory`` the server user's own."""
+def _give(path: Path, user: str | None) -> None:
+    """Make ``path`` (a folder or a file) the server user's own."""
     if user:
         entry = pwd.getpwnam(user)
-        os.chown(directory, entry.pw_uid, entry.pw_gid)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def _check_reachable(directory: Path, user: str | None) -> None:

@@ -115,6 +115,7 @@ class LocalStack:
                 data_dir=self.data_dir / "postgres" / "data",
                 run_dir=run_dir,
                 log_dir=self.data_dir / "postgres",
+                secrets_dir=self.secrets_dir,
                 start_timeout=s.start_timeout,
             )
         )
@@ -156,7 +157,8 @@ class LocalStack:
 
     @property
     def postgres_dsn(self) -> str:
-        """The URL of the bus's PostgreSQL database."""
+        """The URL of the bus's PostgreSQL database (no password: ``PGPASSFILE`` names the
+        file holding it, in ``client_env``)."""
         return self.postgres.dsn
 
     def client_env(self) -> dict[str, str]:
@@ -165,7 +167,7 @@ class LocalStack:
         return {
             **self.kafka.config.client_env(ADMIN_USER),
             **self.registry.config.client_env(OFFICE_USER),
-            "XBUS_POSTGRES_DSN": self.postgres_dsn,
+            **self.postgres.config.client_env(),
             "XBUS_PSEUDONYM_KEY_FILE": str(self.pseudonym_key_file()),
             "XBUS_SECRETS_DIR": str(self.secrets_dir),
             "XBUS_GRANT_SIGNING_KEY_FILE": str(signing),
