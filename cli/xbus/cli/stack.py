@@ -262,7 +262,8 @@ def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
             f"ingest gateway   http://127.0.0.1:{GATEWAY_PORT}/docs (keys: xbus gateway new-key)",
             f"gateway metrics  http://127.0.0.1:{GATEWAY_METRICS}/metrics",
             f"delivered files  {stack.data_dir / 'out'}/<subscriber>/",
-            f"delivered tables {TABLE_SUBSCRIBER}.* (psql <PostgreSQL above>)",
+            f"delivered tables {TABLE_SUBSCRIBER}.* (PGPASSFILE="
+            f"{stack.secrets_dir}/postgres/pgpass psql <PostgreSQL above>)",
             f"live stream      http://127.0.0.1:{SSE_PORT}/v1/stream "
             f"({STREAM_SUBSCRIBER}; docs/sse.md)",
             f"  its token      in {demo.sse_token} (a secret: never printed)",
