@@ -41,7 +41,7 @@ test: install
 # stack of its own; and the stack's start-up, secured next to open (docs/security.md).
 bench: install
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_publish.py $(BENCH_ARGS)
-	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_engine.py $(BENCH_ARGS)
+	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_engine $(ENGINE_BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_delivery $(DELIVERY_BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_backpressure
 	$(BIN)/python tests/benchmarks/bench_startup.py

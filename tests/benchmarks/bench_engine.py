@@ -1,58 +1,80 @@
-"""Policy engine throughput and added latency, next to a raw confluent-kafka consume→produce
-passthrough of the same bytes, in the same run.
+"""Policy engine throughput, added latency and memory, next to two raw confluent-kafka
+anchors measured in the same run.
 
-1. N realistic business-licence events are pre-loaded onto the dataset's topic, and the ten
-   grants of tests/benchmarks/grants/ (projections, each mask kind, a row filter, a derived
-   and a looked-up field) are put in force.
-2. Throughput: one engine worker (``xbus run engine``) works through the pre-loaded topic;
-   events/s is N over the span between the first and last record it writes to one
-   subscriber's topic (so start-up is not counted). The passthrough, in this process,
-   copies the same N records to a topic of its own; timed from its first record read to its
-   last write acknowledged.
-3. Latency: once caught up, M more events are produced at a steady rate; the added latency
-   of each is the timestamp of its output record minus the timestamp of its source record
-   (both set by their producers, in ms). p50 and p99. The engine is measured first, then
-   stopped, then the passthrough (throughput and a latency phase of its own), so neither
-   competes with the other for the CPU.
+1. N realistic business licences are written to the dataset's topic; the ten grants of
+   tests/benchmarks/grants/ (projections, each mask kind, a row filter, a derived and a
+   looked-up field) are in force, and no other bench grant.
+2. Engine: W workers (``xbus run engine``, a new consumer group starting at the end of the
+   topic as it was before the N events, so earlier runs on the same stack do not count) work
+   through them; events/s is N over the span between the first and last record written to
+   one subscriber's topic (start-up is not counted). The workers' resident memory is sampled
+   meanwhile. Then M more events at a steady rate give the added latency of each: the
+   timestamp of its output record minus that of its source record (both set by producers).
+   What the engine wrote for those M events is read back: the fan-out anchor replays it.
+3. Anchors, each alone on the machine: a raw consume→produce passthrough of the same N
+   records (then a latency phase of its own), and a raw fan-out that, for each of the N
+   records, produces the very records the engine wrote for one event (same count, keys,
+   values and headers: the engine's output with no policy work). Both commit after their
+   writes are acknowledged, as the engine does.
+4. Grants scaling: the engine on one worker with 1, 10 and 50 grants on the dataset (the ten
+   grants' kinds repeated for more subscribers), S events each.
 
-    make bench
-    python tests/benchmarks/bench_engine.py --events 50000   # against the XBUS_* settings
+    make bench ENGINE_BENCH_ARGS="--workers 1 2"
+    python -m tests.benchmarks.bench_engine --events 20000 --scaling-events 3000
+    python -m tests.benchmarks.bench_engine --long         # RSS at 100k and 1M events
+(under ``xbus stack exec --``, or against the XBUS_* settings, from the checkout's root)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import re
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-
-from tests.support.checkout import ROOT
+from tests.benchmarks.engine_harness import (
+    EngineWorkers,
+    Out,
+    RawLoop,
+    delete_topics,
+    end_offsets,
+    fan_out,
+    output_times,
+    outputs_of,
+    passthrough,
+    produce_events,
+    start_group_at,
+)
 from xbus.core.admin import ensure_topics
 from xbus.core.catalog import Catalog
 from xbus.core.contracts import register_catalog
 from xbus.core.envelope import Op, change_event, record_full_name, with_union_branches
-from xbus.core.producing import produce
 from xbus.core.serde import WireEncoder, registered_schema_id, registry_client
 from xbus.core.settings import BusSettings
-from xbus.core.topics import value_subject
+from xbus.core.topics import AUDIT_TOPIC, value_subject
 from xbus.producers.demodata import DISTRICTS, DemoData
-from xbus.streams.grant_files import apply_grants
-from xbus.streams.state import set_reference_table
+from xbus.streams.grant_files import apply_grants, revoke_grant
+from xbus.streams.state import grant_records, set_reference_table
 
 GRANTS = Path(__file__).parent / "grants"
-WATCHED = "deliver.bench_0.business_licence"
+DEPARTMENT, DATASET = "market_regulation", "business_licence"
+BENCH_GRANT = re.compile(r"bench-(\d+)-")
+MB = 1024 * 1024
+
+Events = list[tuple[bytes, bytes]]
 
 
-def _events(settings: BusSettings, count: int, seed: int) -> list[tuple[bytes, bytes]]:
-    catalog = Catalog.load(settings.schemas_dir)
-    dataset = catalog.get("market_regulation", "business_licence")
+def _events(settings: BusSettings, catalog: Catalog, count: int, seed: int) -> Events:
+    """``count`` new business licences as their department writes them (key, value)."""
+    dataset = catalog.get(DEPARTMENT, DATASET)
     schema_id = registered_schema_id(
         registry_client(settings), value_subject(dataset.topic), dataset.envelope
     )
@@ -66,11 +88,7 @@ def _events(settings: BusSettings, count: int, seed: int) -> list[tuple[bytes, b
     for _ in range(count):
         licence = data.business_licence()
         event = change_event(
-            department="market_regulation",
-            dataset="business_licence",
-            op=Op.CREATE,
-            after=licence,
-            system="bench",
+            department=DEPARTMENT, dataset=DATASET, op=Op.CREATE, after=licence, system="bench"
         )
         out.append(
             (dataset.key_of(licence).encode(), encoder.encode(with_union_branches(event, name)))
@@ -78,193 +96,256 @@ def _events(settings: BusSettings, count: int, seed: int) -> list[tuple[bytes, b
     return out
 
 
-def _produce(
-    settings: BusSettings, topic: str, records: list[tuple[bytes, bytes]], rate: float | None = None
-) -> None:
-    producer = Producer(settings.producer_config())
-    started = time.perf_counter()
-    for i, (key, value) in enumerate(records):
-        if rate:
-            delay = started + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        produce(producer, topic, value, key)
-        producer.poll(0)
-    producer.flush(60)
+def _cycled(pool: Events, count: int) -> Iterator[tuple[bytes, bytes]]:
+    return itertools.islice(itertools.cycle(pool), count)
 
 
-def _timestamps(
-    settings: BusSettings, topic: str, count: int, timeout: float = 600
-) -> dict[bytes, int]:
-    """Output timestamp (ms) by value prefix hash... keyed by record key + source offset."""
-    consumer = Consumer(settings.consumer_config(f"bench-{uuid.uuid4()}"))
-    consumer.subscribe([topic])
-    found: dict[bytes, int] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        while len(found) < count and time.monotonic() < deadline:
-            for message in consumer.consume(1000, timeout=0.5):
-                if message.error():
-                    continue
-                headers = dict(message.headers() or [])
-                source = (
-                    headers.get("xbus-source-offset", b"")
-                    + b"@"
-                    + headers.get("xbus-source-partition", b"")
-                )
-                found[source] = message.timestamp()[1]
-    finally:
-        consumer.close()
-    return found
+def _subscriber_topic(i: int) -> str:
+    return f"deliver.bench_{i}.{DATASET}"
 
 
-def _source_timestamps(settings: BusSettings, topic: str) -> dict[bytes, int]:
-    consumer = Consumer(
-        settings.kafka_config(**{"group.id": f"bench-{uuid.uuid4()}", "enable.partition.eof": True})
-    )
-    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
-    found, done = {}, set()
-    try:
-        while len(done) < len(metadata.partitions):
-            message = consumer.poll(5)
-            if message is None:
-                break
-            if message.error():
-                done.add(message.partition())
-                continue
-            found[f"{message.offset()}@{message.partition()}".encode()] = message.timestamp()[1]
-    finally:
-        consumer.close()
-    return found
+WATCHED = _subscriber_topic(0)  # the projection: every event reaches it
 
 
-class Passthrough(threading.Thread):
-    """Raw confluent-kafka: consume the source topic, produce each record unchanged, commit
-    after the writes are acknowledged (the same guarantee the engine gives)."""
-
-    def __init__(self, settings: BusSettings, source: str, target: str) -> None:
-        super().__init__(daemon=True)
-        self.consumer = Consumer(settings.consumer_config(f"bench-passthrough-{uuid.uuid4()}"))
-        self.producer = Producer(settings.producer_config())
-        self.source, self.target = source, target
-        self.stop = threading.Event()
-        self.copied = 0
-        self.first_read: float | None = None
-        self.last_ack = 0.0
-
-    def run(self) -> None:
-        self.consumer.subscribe([self.source])
-        while not self.stop.is_set():
-            messages = self.consumer.consume(500, timeout=0.1)
-            batch = [m for m in messages if not m.error()]
-            if not batch:
-                continue
-            self.first_read = self.first_read or time.perf_counter()
-            for m in batch:
-                headers = [
-                    ("xbus-source-offset", str(m.offset()).encode()),
-                    ("xbus-source-partition", str(m.partition()).encode()),
-                ]
-                produce(self.producer, self.target, m.value(), m.key(), headers=headers)
-            self.producer.flush(60)
-            self.consumer.commit(asynchronous=False)
-            self.copied += len(batch)
-            self.last_ack = time.perf_counter()
-        self.consumer.close()
+def _put_in_force(settings: BusSettings, catalog: Catalog, count: int) -> list[str]:
+    """Exactly ``count`` bench grants in force (the ten kinds of tests/benchmarks/grants/ in
+    turn, for subscribers bench_0, bench_1, ...); their subscribers' topics."""
+    kinds = sorted(GRANTS.glob("bench_*.yaml"), key=lambda p: int(p.stem.split("_")[1]))
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(count):
+            text = kinds[i % len(kinds)].read_text()
+            text = re.sub(r"^grant: bench-\d+-", f"grant: bench-{i}-", text, flags=re.M)
+            text = re.sub(r"^subscriber: bench_\d+", f"subscriber: bench_{i}", text, flags=re.M)
+            Path(folder, f"bench_{i}.yaml").write_text(text)
+        for grant_id in grant_records(settings):
+            number = BENCH_GRANT.match(grant_id)
+            if number and int(number.group(1)) >= count:
+                revoke_grant(settings, grant_id)
+        apply_grants(settings, catalog, [Path(folder)])
+    topics = [_subscriber_topic(i) for i in range(count)]
+    ensure_topics(settings, dict.fromkeys(topics, 3))
+    return topics
 
 
-def _latencies(
-    source: dict[bytes, int], outputs: dict[bytes, int], keys: set[bytes]
-) -> tuple[float, float]:
-    added = sorted(outputs[k] - source[k] for k in keys if k in outputs and k in source)
+class EngineRun:
+    """What one engine phase measured."""
+
+    def __init__(self, workers: int, grants: int, events: int) -> None:
+        self.workers, self.grants, self.events = workers, grants, events
+        self.rate = 0.0
+        self.latency: tuple[float, float] | None = None
+        self.rss: list[tuple[int, int]] = []  # (events done, bytes)
+        self.shapes: list[list[Out]] = []
+
+    def rss_at(self, done: int) -> int:
+        """The first sample taken with at least ``done`` events done (else the last)."""
+        return next((r for n, r in self.rss if n >= done), self.rss[-1][1] if self.rss else 0)
+
+
+def _percentiles(sent: dict[int, int], written: dict[int, int]) -> tuple[float, float]:
+    added = sorted(written[c] - t for c, t in sent.items() if c in written)
+    if not added:
+        raise RuntimeError("no output record of the latency events was found")
     return statistics.median(added), added[min(len(added) - 1, int(len(added) * 0.99))]
 
 
-def _latency_phase(
-    settings: BusSettings, source: str, args: argparse.Namespace, seed: int
-) -> tuple[set[bytes], dict[bytes, int]]:
-    """Produce the latency events at the steady rate; their coordinates, and the timestamps
-    of every source record."""
-    before = _source_timestamps(settings, source).keys()
-    print(f"latency: {args.latency_events} events at {args.rate:.0f}/s...", flush=True)
-    _produce(settings, source, _events(settings, args.latency_events, seed=seed), args.rate)
-    sources = _source_timestamps(settings, source)
-    return set(sources) - set(before), sources
+def _engine_phase(
+    settings: BusSettings,
+    source: str,
+    outputs: Sequence[str],
+    run: EngineRun,
+    events: Events,
+    latency: Events | None,
+    args: argparse.Namespace,
+) -> None:
+    """One engine phase (see the module's doc, step 2): fills ``run``."""
+    group = f"bench-engine-{uuid.uuid4().hex[:8]}"
+    start_group_at(settings, group, end_offsets(settings, [source]))
+    print(f"engine, {run.workers} worker(s), {run.grants} grants: starting...", flush=True)
+    with EngineWorkers(settings, group, run.workers) as engine:
+        engine.wait_joined()
+        marks = end_offsets(settings, [*outputs, AUDIT_TOPIC])
+        profiler = None
+        if args.profile:
+            profiler = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "-o", args.profile]
+                + ["--format", "flamegraph" if args.profile.endswith(".svg") else "raw"]
+                + ["--pid", str(engine.pids[0]), "--duration", str(args.profile_seconds)],
+                stdout=subprocess.DEVNULL,
+            )
+        print(f"  {run.events:,} events...", flush=True)
+        produce_events(settings, source, _cycled(events, run.events))
+
+        def sample(done: int) -> None:
+            run.rss.append((done, engine.rss()))
+
+        times = output_times(settings, WATCHED, marks, run.events, tick=sample)
+        sample(len(times))
+        if len(times) < run.events:
+            raise RuntimeError(f"the engine wrote {len(times)} of {run.events} in time")
+        run.rate = len(times) / max((max(times.values()) - min(times.values())) / 1000, 1e-3)
+        if profiler is not None:
+            profiler.wait()
+        if latency is not None:
+            marks = end_offsets(settings, [*outputs, AUDIT_TOPIC])
+            print(f"  latency: {len(latency):,} events at {args.rate:.0f}/s...", flush=True)
+            sent = produce_events(settings, source, latency, args.rate)
+            written = output_times(settings, WATCHED, marks, len(sent), timeout=120)
+            run.latency = _percentiles(sent, written)
+            run.shapes = outputs_of(settings, marks, sorted(sent))
+
+
+def _anchors(
+    settings: BusSettings,
+    source: str,
+    marks: dict[tuple[str, int], int],
+    shapes: list[list[Out]],
+    latency: Events,
+    args: argparse.Namespace,
+) -> tuple[float, tuple[float, float], float]:
+    """Passthrough events/s and added latency, fan-out events/s (module doc, step 3)."""
+    run_id = uuid.uuid4().hex[:6]
+    copy_topic = f"bench.passthrough.{run_id}"
+    engine_topics = sorted({o.topic for shape in shapes for o in shape})
+    partitions = _partition_counts(settings, [source, *engine_topics])
+    fan_topics = {t: f"bench.fanout.{run_id}.{i}" for i, t in enumerate(engine_topics)}
+    ensure_topics(
+        settings,
+        {copy_topic: partitions[source]} | {fan_topics[t]: partitions[t] for t in fan_topics},
+    )
+    end_offsets(settings, [copy_topic, *fan_topics.values()])  # their leaders known
+    try:
+        print("raw passthrough...", flush=True)
+        loop = RawLoop(settings, source, marks, passthrough(copy_topic), args.events)
+        loop.start()
+        raw_rate = loop.rate()
+        out_marks = end_offsets(settings, [copy_topic])
+        sent = produce_events(settings, source, latency, args.rate)
+        raw_latency = _percentiles(sent, output_times(settings, copy_topic, out_marks, len(sent)))
+        loop.stop.set()
+        loop.join(30)
+
+        print("raw fan-out...", flush=True)
+        loop = RawLoop(settings, source, marks, fan_out(shapes, fan_topics), args.events)
+        loop.start()
+        fan_rate = loop.rate()
+        loop.stop.set()
+        loop.join(60)
+    finally:
+        delete_topics(settings, [copy_topic, *fan_topics.values()])
+    return raw_rate, raw_latency, fan_rate
+
+
+def _partition_counts(settings: BusSettings, topics: Sequence[str]) -> dict[str, int]:
+    ends = end_offsets(settings, topics)
+    return {t: sum(1 for topic, _ in ends if topic == t) for t in topics}
+
+
+def _shape_line(shapes: list[list[Out]]) -> str:
+    records = sum(len(s) for s in shapes) / len(shapes)
+    size = sum(len(o.value or b"") + len(o.key or b"") for s in shapes for o in s) / len(shapes)
+    header_count = sum(len(o.headers) for s in shapes for o in s) / max(
+        sum(len(s) for s in shapes), 1
+    )
+    return f"{records:.1f} records, {size / 1024:.1f} kB, {header_count:.1f} headers/record"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--latency-events", type=int, default=5_000)
-    parser.add_argument("--rate", type=float, default=500.0, help="events/s in phase 3")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000, help="N, events of each phase")
+    parser.add_argument("--latency-events", type=int, default=3_000, help="M")
+    parser.add_argument("--rate", type=float, default=500.0, help="events/s of latency phases")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="engine phases: worker counts"
+    )
+    parser.add_argument("--partitions", type=int, default=6, help="of a new source topic")
+    parser.add_argument(
+        "--scaling", type=int, nargs="*", default=[1, 10, 50], help="grant counts (none: skip)"
+    )
+    parser.add_argument("--scaling-events", type=int, default=5_000, help="S")
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help="1M events, RSS at 100k and 1M (implies --events 1000000; no scaling)",
+    )
+    parser.add_argument(
+        "--profile", help="py-spy profile of the first worker under load: an .svg, else stacks"
+    )
+    parser.add_argument("--profile-seconds", type=int, default=20)
     args = parser.parse_args()
+    if args.long:
+        args.events, args.scaling = 1_000_000, []
 
     settings = BusSettings()
     os.environ.setdefault("XBUS_PSEUDONYM_KEY", "benchmark-pseudonym-secret")
     catalog = Catalog.load(settings.schemas_dir)
     register_catalog(catalog, registry_client(settings))
-    source = catalog.get("market_regulation", "business_licence").topic
-    passthrough_topic = f"bench.passthrough.{uuid.uuid4().hex[:6]}"
-    ensure_topics(settings, {source: 3, passthrough_topic: 3, WATCHED: 3})
-    apply_grants(settings, catalog, [GRANTS])
+    source = catalog.get(DEPARTMENT, DATASET).topic
+    ensure_topics(settings, {source: args.partitions})
     set_reference_table(settings, "districts", DISTRICTS)
+    outputs = _put_in_force(settings, catalog, 10)
 
-    print(f"pre-loading {args.events} events...", flush=True)
-    _produce(settings, source, _events(settings, args.events, seed=1))
+    pool_size = min(args.events, 100_000)
+    print(f"generating {pool_size:,} licences...", flush=True)
+    pool = _events(settings, catalog, pool_size, seed=1)
 
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / "bench-engine.log", "wb")  # noqa: SIM115
-    engine = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xbus.cli",
-            "run",
-            "engine",
-            "--app-id",
-            f"bench-engine-{uuid.uuid4().hex[:6]}",
-            "--metrics-port",
-            "0",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
+    # Engine phases first; the anchors read the same N records after them.
+    marks = end_offsets(settings, [source])
+    runs = []
+    for workers in args.workers:
+        run = EngineRun(workers, 10, args.events)
+        latency = _events(settings, catalog, args.latency_events, seed=2 + workers)
+        _engine_phase(settings, source, outputs, run, pool, latency, args)
+        runs.append(run)
+    shapes = runs[0].shapes
+    raw_rate, raw_latency, fan_rate = _anchors(
+        settings, source, marks, shapes, _events(settings, catalog, args.latency_events, 9), args
     )
-    try:
-        outputs = _timestamps(settings, WATCHED, args.events)
-        span = (max(outputs.values()) - min(outputs.values())) / 1000
-        engine_rate = len(outputs) / max(span, 1e-3)
-        engine_fresh, sources = _latency_phase(settings, source, args, seed=2)
-        engine_out = _timestamps(settings, WATCHED, args.events + args.latency_events)
-    finally:
-        engine.terminate()
-        engine.wait(30)
 
-    # The passthrough runs alone, as the engine did: over the same records, then the
-    # latency phase with fresh ones.
-    passthrough = Passthrough(settings, source, passthrough_topic)
-    passthrough.start()
-    while passthrough.copied < args.events:
-        time.sleep(0.05)
-    assert passthrough.first_read is not None
-    raw_rate = args.events / (passthrough.last_ack - passthrough.first_read)
-    raw_fresh, raw_sources = _latency_phase(settings, source, args, seed=3)
-    raw_out = _timestamps(settings, passthrough_topic, args.events + 2 * args.latency_events)
-    passthrough.stop.set()
-    passthrough.join(30)
+    scaling = []
+    for count in args.scaling:
+        topics = _put_in_force(settings, catalog, count)
+        run = EngineRun(1, count, args.scaling_events)
+        _engine_phase(settings, source, topics, run, pool, None, args)
+        scaling.append(run)
+    if args.scaling:
+        _put_in_force(settings, catalog, 10)
 
-    e50, e99 = _latencies(sources, engine_out, engine_fresh)
-    r50, r99 = _latencies(raw_sources, raw_out, raw_fresh)
+    print(f"\n{args.events:,} events; latency at {args.rate:.0f} events/s")
+    for run in runs:
+        assert run.latency is not None
+        p50, p99 = run.latency
+        print(
+            f"engine, {run.workers} worker(s), 10 grants:   {run.rate:>9,.0f} events/s   "
+            f"added latency p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+        )
+    print(f"raw fan-out ({_shape_line(shapes)} an event): {fan_rate:>9,.0f} events/s")
     print(
-        f"\nengine, 1 worker, 10 grants:         {engine_rate:>9,.0f} events/s   "
-        f"added latency p50 {e50:.0f} ms, p99 {e99:.0f} ms"
+        f"raw consume→produce passthrough:  {raw_rate:>9,.0f} events/s   "
+        f"added latency p50 {raw_latency[0]:.0f} ms, p99 {raw_latency[1]:.0f} ms"
     )
-    print(
-        f"raw consume→produce passthrough:      {raw_rate:>9,.0f} events/s   "
-        f"added latency p50 {r50:.0f} ms, p99 {r99:.0f} ms"
-    )
-    print(f"ratio engine / passthrough:           {engine_rate / raw_rate:>9.2f}")
+    for run in runs:
+        print(
+            f"ratio engine ({run.workers}w) / fan-out {run.rate / fan_rate:.3f},"
+            f" / passthrough {run.rate / raw_rate:.3f}"
+        )
+    for run in runs:
+        early = min(100_000, run.events // 10)
+        first, last = run.rss_at(early), run.rss_at(run.events)
+        peak = max(r for _, r in run.rss)
+        print(
+            f"engine RSS ({run.workers}w): {first / MB:.0f} MB at {early:,} events, "
+            f"{last / MB:.0f} MB at {run.events:,} ({(last - first) / first:+.1%}), "
+            f"peak {peak / MB:.0f} MB"
+        )
+    for run in scaling:
+        print(
+            f"grants scaling, 1 worker, {run.grants:>2} grants, {run.events:,} events: "
+            f"{run.rate:>9,.0f} events/s"
+        )
 
 
 if __name__ == "__main__":
+    started = time.monotonic()
     main()
+    print(f"(benchmark took {time.monotonic() - started:.0f} s)")
