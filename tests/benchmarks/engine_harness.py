@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -147,12 +147,13 @@ def output_times(
     wanted: int,
     *,
     timeout: float = 900,
+    among: Collection[int] | None = None,
     tick: Callable[[int], None] | None = None,
 ) -> dict[int, int]:
     """The CreateTime (ms) of the records written to ``topic`` after ``marks``, by the
-    coordinate of their source record (the first copy of a record written twice), once
-    ``wanted`` source records are covered or ``timeout`` passed. ``tick(count)`` is called
-    about twice a second while waiting."""
+    coordinate of their source record (the first copy of a record written twice; only
+    sources ``among`` these if given), once ``wanted`` source records are covered or
+    ``timeout`` passed. ``tick(count)`` is called about twice a second while waiting."""
     consumer = _read(settings, {tp: o for tp, o in marks.items() if tp[0] == topic})
     found: dict[int, int] = {}
     deadline = time.monotonic() + timeout
@@ -163,7 +164,7 @@ def output_times(
                 if message.error():
                     continue
                 source = _source_of(message)
-                if source is not None:
+                if source is not None and (among is None or source in among):
                     found.setdefault(source, message.timestamp()[1])
             if tick is not None and time.monotonic() >= next_tick:
                 tick(len(found))
@@ -322,6 +323,14 @@ class RawLoop(threading.Thread):
                     self.done.set()
         finally:
             self.consumer.close()
+
+    def drain(self, settings: BusSettings, marks: Offsets, timeout: float = 300) -> None:
+        """Wait until every source record written so far after ``marks`` is copied."""
+        ends = end_offsets(settings, [self.source])
+        total = sum(end - marks[tp] for tp, end in ends.items())
+        deadline = time.monotonic() + timeout
+        while self.copied < total and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def rate(self) -> float:
         """Events/s over the first ``count`` events (waits for them)."""
