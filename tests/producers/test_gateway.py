@@ -23,12 +23,15 @@ VACCINATIONS = "gov.health.vaccination_record"
 
 
 class Gateway:
-    def __init__(self, url: str, key: str, other_key: str, keys_file: Path, metrics: str) -> None:
+    def __init__(
+        self, url: str, key: str, other_key: str, keys_file: Path, metrics: str, log_file: Path
+    ) -> None:
         self.url = url
         self.key = key
         self.other_key = other_key
         self.keys_file = keys_file
         self.metrics = metrics
+        self.log_file = log_file
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of metric ``name`` with ``labels`` on the gateway's metrics port."""
@@ -68,7 +71,9 @@ def start_gateway(
     with component(bus, tmp_path, name, *args, env=env):
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(url, "the gateway")
-        yield Gateway(url, key, other, keys, f"http://127.0.0.1:{metrics}")
+        yield Gateway(
+            url, key, other, keys, f"http://127.0.0.1:{metrics}", tmp_path / f"{name}.log"
+        )
 
 
 @pytest.fixture()

@@ -158,6 +158,48 @@ def test_a_chunked_body_over_the_limit_is_refused_before_it_ends(gateway: Gatewa
     assert '"too_large"' in answer and str(BODY_LIMIT) in answer
 
 
+def test_a_deeply_nested_body_is_refused_as_json_and_the_gateway_goes_on(
+    gateway: Gateway,
+) -> None:
+    """30,000 arrays inside one another (within this gateway's 64 KiB): a 400 the client can
+    read, not a 500 in plain text with a RecursionError in the log."""
+    deep = b"[" * 30_000 + b"]" * 30_000
+    headers = {"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json"}
+
+    for path in (EVENTS, f"{EVENTS}/batch"):
+        answer = httpx.post(gateway.url + path, content=deep, headers=headers, timeout=30)
+
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["code"] == "too_deep"
+        assert "64 levels" in answer.json()["error"]["message"]
+    # Brackets inside strings are text, not nesting: this event is read and checked as usual.
+    shallow = _event(61)
+    shallow["trace_id"] = "[" * 1000
+    assert gateway.post(EVENTS, shallow).status_code == 202
+    log = gateway.log_file.read_text(errors="replace")
+    assert "RecursionError" not in log and "Traceback" not in log
+
+
+def test_every_refusal_is_the_gateways_json_error(gateway: Gateway) -> None:
+    """What FastAPI and Starlette refuse themselves answers in the gateway's shape too."""
+    headers = {"Authorization": f"Bearer {gateway.key}"}
+    answers = {
+        "not_found": httpx.get(f"{gateway.url}/v1/nowhere", headers=headers),
+        "method_not_allowed": httpx.get(gateway.url + EVENTS, headers=headers),
+        "invalid_request": httpx.post(
+            f"{gateway.url}{EVENTS}/batch",
+            params={"partial": "maybe"},
+            content=to_json({"events": [_event(62)]}),
+            headers=headers,
+        ),
+    }
+    for code, answer in answers.items():
+        assert answer.headers["content-type"] == "application/json", code
+        assert answer.json()["error"]["code"] == code, answer.text
+    assert answers["invalid_request"].status_code == 400
+    assert "partial" in answers["invalid_request"].json()["error"]["message"]
+
+
 def test_nothing_but_health_answers_without_a_key(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.url}/healthz").status_code == 200
     for path in ("/openapi.json", EVENTS):

@@ -1,9 +1,11 @@
 """What a request must pass before its events are read: a key in force that speaks for the
-department that owns the dataset, room in the key's rate, a body within bounds, and JSON."""
+department that owns the dataset, room in the key's rate, a body within bounds, and JSON
+no deeper than ``MAX_DEPTH``."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,31 @@ from xbus.core.token_files import Holder, TokenFile
 from xbus.producers.gateway.errors import GatewayError, rejected
 from xbus.producers.gateway.throttle import KeyRates
 from xbus.producers.jsonevents import loads
+
+# Arrays and objects inside one another, at most: an event is an envelope with two records,
+# a batch one level more, so this leaves nested records ample room. Python's JSON parser
+# recurses once a level, so a body nested far deeper would end in a RecursionError.
+MAX_DEPTH = 64
+
+# A JSON string, escapes included: its brackets are text, not nesting.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENING = frozenset(b"[{")
+
+
+def nesting_depth(body: bytes, limit: int = MAX_DEPTH) -> int:
+    """How deep arrays and objects nest in the JSON text ``body``, counted only up to
+    ``limit + 1`` (enough to refuse it); read without parsing, so without recursion."""
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in _OPENING else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
 
 UNAUTHORIZED = GatewayError(
     401,
@@ -53,6 +80,14 @@ class Admission:
         self._check_owner(holder.principal, department, dataset)
         self.charge(holder, department, dataset, 1)
         body = await self._body(request, department, dataset)
+        too_deep = GatewayError(
+            400,
+            "too_deep",
+            f"the body nests arrays and objects more than {MAX_DEPTH} levels deep; "
+            "an event's records need far fewer",
+        )
+        if nesting_depth(body) > MAX_DEPTH:
+            raise rejected(department, dataset, too_deep)
         try:
             return Admitted(holder, loads(body))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -61,6 +96,8 @@ class Admission:
                 dataset,
                 GatewayError(400, "invalid_json", f"the body is not valid JSON: {exc}"),
             ) from None
+        except RecursionError:  # nesting the count above missed: never a 500
+            raise rejected(department, dataset, too_deep) from None
 
     def _known(self, department: str, dataset: str) -> tuple[str, str]:
         """Metric labels for a request to ``department.dataset``: the names if the catalog

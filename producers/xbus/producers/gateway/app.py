@@ -22,12 +22,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from xbus.core.catalog import Catalog
 from xbus.core.settings import BusSettings
 from xbus.producers.gateway.admission import Admission
-from xbus.producers.gateway.errors import GatewayError, rejected
+from xbus.producers.gateway.errors import (
+    INTERNAL_ERROR,
+    GatewayError,
+    http_error,
+    invalid_request,
+    rejected,
+)
 from xbus.producers.gateway.ingest import Ingest
 from xbus.producers.gateway.keys import gateway_keys
 from xbus.producers.gateway.models import (
@@ -74,9 +82,24 @@ def build_gateway(
         redoc_url=None,
     )
 
+    # Every answer other than 202 is the gateway's JSON error, even where FastAPI or
+    # Starlette refuse a request themselves, or the gateway fails.
     @app.exception_handler(GatewayError)
     async def refused(_: Request, exc: GatewayError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(HTTPException)
+    async def http_refused(_: Request, exc: HTTPException) -> JSONResponse:
+        return http_error(exc).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return invalid_request(exc).response()
+
+    @app.exception_handler(Exception)
+    async def failed(_: Request, exc: Exception) -> JSONResponse:
+        # The traceback goes to the gateway's log (the server logs it after this answer).
+        return INTERNAL_ERROR.response()
 
     @app.post(
         "/v1/datasets/{department}/{dataset}/events",

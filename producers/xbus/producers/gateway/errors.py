@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from xbus.core.errors import HttpRefusal
@@ -76,3 +78,29 @@ def from_publish_error(error: BaseException, message: str | None = None) -> Gate
     status = next(code for kind, code in _STATUS if isinstance(error, kind))
     headers = {"Retry-After": "5"} if error.retriable else {}
     return GatewayError(status, error.reason, message, headers=headers)
+
+
+INTERNAL_ERROR = GatewayError(
+    500,
+    "internal_error",
+    "the gateway failed to handle this request; nothing was published; its log says why",
+)
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def http_error(error: HTTPException) -> GatewayError:
+    """A refusal of the web framework (an unknown path, a method a route does not take) as
+    the gateway's own error."""
+    code = _HTTP_CODES.get(error.status_code, "http_error")
+    headers = dict(error.headers or {})
+    return GatewayError(error.status_code, code, str(error.detail), headers=headers)
+
+
+def invalid_request(error: RequestValidationError) -> GatewayError:
+    """A query parameter FastAPI could not read (``partial=maybe``) as a 400 naming it."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+        for e in error.errors()
+    )
+    return GatewayError(400, "invalid_request", f"the request is not valid: {problems}")
