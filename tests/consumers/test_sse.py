@@ -378,14 +378,20 @@ def test_resume_ids_stay_valid_when_the_service_restarts(registered: Bus, tmp_pa
     tokens = _tokens(tokens_file, ["restart"])
     feed = DeliveryFeed(registered.settings, who)
     _send(feed, 10, 10)
-    with stream_server(registered, tmp_path, tokens_file, name="sse-before") as before:
+    secrets_dir = tmp_path / "secrets"
+    env = {"XBUS_SECRETS_DIR": str(secrets_dir)}
+    with stream_server(
+        registered, tmp_path, tokens_file, name="sse-before", env_extra=env
+    ) as before:
         before.tokens = tokens
         with Stream(before, who, params={"from": "earliest"}) as stream:
             first = stream.events(4)
             assert stream.last_id is not None
             resume_id = stream.last_id
-    assert (tmp_path / "sse-resume-secret").exists()
-    with stream_server(registered, tmp_path, tokens_file, name="sse-after") as after:
+    # The key it made is kept with the other secrets, not next to the tokens file.
+    assert (secrets_dir / "sse-resume-secret").exists()
+    assert not (tmp_path / "sse-resume-secret").exists()
+    with stream_server(registered, tmp_path, tokens_file, name="sse-after", env_extra=env) as after:
         after.tokens = tokens
         with Stream(after, who, last_event_id=resume_id) as stream:
             rest = stream.events(6)

@@ -50,12 +50,14 @@ from xbus.core.metrics import (
 )
 from xbus.core.refusals import refusal_response
 from xbus.core.serde import WriterSchemas, registry_client
-from xbus.core.settings import BusSettings, home_dir
+from xbus.core.settings import BusSettings, bus_settings, home_dir
 from xbus.core.token_files import Holder, TokenFile
 
 log = logging.getLogger(__name__)
 
 STREAM_PATH = "/v1/stream"
+# The file of the resume-id key the service makes, in the secrets folder.
+RESUME_SECRET = "sse-resume-secret"
 CONNECTOR = "sse"
 
 
@@ -92,10 +94,12 @@ class StreamSettings(BaseSettings):
     discovery_interval: float = 5.0
     start_timeout: float = 30.0
 
-    def resume_secret(self) -> bytes:
+    def resume_secret(self, secrets_dir: Path | None = None) -> bytes:
         """The key resume ids are signed with: ``XBUS_SSE_SECRET``, else the contents of
-        ``XBUS_SSE_SECRET_FILE``, else a key made once and kept next to the tokens file
-        (``sse-resume-secret``), so ids stay valid across restarts."""
+        ``XBUS_SSE_SECRET_FILE``, else a key made once and kept in the secrets folder
+        (``<XBUS_SECRETS_DIR>/sse-resume-secret``, ``secrets_dir`` if given), so ids stay
+        valid across restarts. A key kept by an earlier version next to the tokens file is
+        moved there."""
         if self.secret is not None:
             value, where = self.secret.get_secret_value(), "XBUS_SSE_SECRET"
         elif self.secret_file is not None:
@@ -108,7 +112,9 @@ class StreamSettings(BaseSettings):
                 str(self.secret_file),
             )
         else:
-            path = self.tokens_file.parent / "sse-resume-secret"
+            folder = secrets_dir if secrets_dir is not None else bus_settings().secrets_dir
+            path = folder / RESUME_SECRET
+            _move_old_secret(self.tokens_file.parent / RESUME_SECRET, path)
             value, where = _kept_secret(path), str(path)
         if len(value.encode()) < 16:
             raise ConfigurationError(
@@ -117,13 +123,28 @@ class StreamSettings(BaseSettings):
         return value.encode()
 
 
-def _kept_secret(path: Path) -> str:
-    """The secret in ``path``, made (readable by its owner only) if there is none yet."""
+def _move_old_secret(old: Path, new: Path) -> None:
+    """Move the key an earlier version kept at ``old`` to ``new``, unless ``new`` exists."""
+    if not old.is_file() or new.exists():
+        return
+    new.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.link(old, new)  # atomic, keeps the file's 0600; fails if a second server was first
+    except FileExistsError:
+        return
+    except OSError:  # another filesystem: copy the key (still readable by its owner only)
+        _kept_secret(new, old.read_text(encoding="utf-8").strip())
+    old.unlink(missing_ok=True)
+
+
+def _kept_secret(path: Path, value: str | None = None) -> str:
+    """The secret in ``path``, written (readable by its owner only) if there is none yet:
+    ``value``, else a new random one."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         draft = path.with_name(f".{path.name}.{os.getpid()}")
         with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
+            f.write((value or secrets.token_urlsafe(32)) + "\n")
         try:
             os.link(draft, path)  # atomic: a second server starting now keeps the first's key
         except FileExistsError:
