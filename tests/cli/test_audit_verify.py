@@ -185,3 +185,18 @@ def test_verify_catches_tampering_with_its_coordinates(
         f"{tampering}: partition {partition} offset {offset} (chain {chain}, seq {at_seq})"
         in result.stderr
     ), result.stderr
+
+
+def test_a_trail_the_user_cannot_see_is_told_as_missing_or_not_allowed(registered: Bus) -> None:
+    """Kafka hides a topic from a user not allowed to read it: a subscriber running verify
+    must hear that it may lack the right, and as whom it asked."""
+    hidden = f"_xbus.audit-hidden-{uuid.uuid4().hex[:6]}"
+
+    result = _xbus(registered, "audit", "verify", "--topic", hidden)
+
+    assert result.returncode == 1
+    said = " ".join(result.stderr.split())
+    assert f"sees no topic '{hidden}'" in said
+    assert "not allowed to read it" in said and "xbus stack env" in said
+    user = registered.settings.sasl_username
+    assert (f"user '{user}'" if user else "this client") in said

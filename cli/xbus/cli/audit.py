@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from xbus.cli.output import console, fail, problem
-from xbus.core.settings import bus_settings
+from xbus.core.settings import BusSettings, bus_settings
 from xbus.core.topics import AUDIT_TOPIC
 from xbus.streams.audit import verify as verify_chains
 from xbus.streams.audit_trail import read_trail
@@ -33,6 +33,20 @@ def _start(text: str) -> tuple[int, int] | dt.datetime:
             param_hint="--from",
         ) from None
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def _not_found(error: LookupError, topic: str, settings: BusSettings) -> str:
+    """What to tell for a trail that could not be read: Kafka shows a topic only to a user
+    allowed to read it, so an absent topic may be a refusal."""
+    if not str(error).startswith("no topic"):  # a partition out of range: the topic is there
+        return str(error)
+    user = f"user {settings.sasl_username!r}" if settings.sasl_username else "this client"
+    return (
+        f"{user} sees no topic {topic!r} on {settings.bootstrap_servers}: it does not exist "
+        f"(no engine has run yet), or {user} is not allowed to read it. The audit trail is "
+        "for the data-sharing office to verify: run as its user (for make run's stack: "
+        'eval "$(xbus stack env)")'
+    )
 
 
 @app.command()
@@ -64,7 +78,7 @@ def verify(
             midway=begin is not None,
         )
     except LookupError as exc:
-        raise fail(exc.args[0]) from None
+        raise fail(_not_found(exc, topic, settings)) from None
     if verdict.begun_midway:
         console.print(
             f"{len(verdict.begun_midway)} chains taken from their first record seen (they "
