@@ -1,13 +1,16 @@
 """``make run`` as a person runs it: ``xbus stack up`` on a secured stack brings up the broker,
 the registry, PostgreSQL, the engine, the connectors, the gateway, the live stream and the demo
-department; every demo subscriber receives; Ctrl-C stops it all. Afterwards no secret the
-stack generated shows anywhere but its secrets folder: not in a log, a data file (the topics'
-segments included), a metrics page or a process's command line."""
+department; every demo subscriber receives; Ctrl-C stops it all. From another shell, the
+office's commands reach it (``xbus stack env``) and ``xbus sse revoke`` ends the demo's
+stream token. Afterwards no secret the stack generated shows anywhere but its secrets
+folder: not in a log, a data file (the topics' segments included), a metrics page, the output
+of ``xbus stack env`` or a process's command line."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import stat
@@ -64,6 +67,44 @@ def _others_read(path: Path, top: Path) -> bool:
     return passable and bool(path.stat().st_mode & stat.S_IROTH)
 
 
+def _xbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``xbus <args>`` run from the checkout, as a person runs it in another shell."""
+    return subprocess.run(
+        [sys.executable, "-m", "xbus.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _office_shell(env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The environment ``eval "$(xbus stack env)"`` gives a shell, and what it printed."""
+    printed = _xbus(env, "stack", "env")
+    assert printed.returncode == 0, printed.stderr
+    exported = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in printed.stdout.splitlines()
+    )
+    return {**env, **exported}, printed.stdout
+
+
+def _revoke_demo_token(env: dict[str, str], token_file: Path) -> None:
+    """Revoke the demo's stream token as docs/sse.md says, and see the stream refuse it."""
+    listed = _xbus(env, "sse", "tokens", "list")
+    assert listed.returncode == 0, listed.stderr
+    (token_id,) = [line.split()[0] for line in listed.stdout.splitlines() if "open_data" in line]
+    revoked = _xbus(env, "sse", "revoke", token_id)
+    assert revoked.returncode == 0, revoked.stderr
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    deadline = time.monotonic() + 10
+    while httpx.get(STREAM, headers=headers, timeout=10).status_code != 401:
+        assert time.monotonic() < deadline, "the revoked demo token still opens the stream"
+        time.sleep(0.5)
+
+
 def _secrets(folder: Path) -> dict[str, str]:
     """Every generated secret: each password and key file's contents (a PEM key's body)."""
     found = {}
@@ -113,6 +154,8 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
     delivered = home / "data" / "out"
     pages: list[str] = []
     command_lines: list[str] = []
+    token_file = home / "data" / "secrets" / "sse-demo.token"
+    printed_env = ""
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -125,9 +168,15 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
                 f"not every subscriber received:\n{log.read_text(errors='replace')[-4000:]}"
             )
         command_lines = _command_lines()
-        streamed = _first_streamed_event(home / "data" / "secrets" / "sse-demo.token")
+        streamed = _first_streamed_event(token_file)
         for port in DEMO_PORTS:
             pages.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+        # Another shell, in the same folder and with the same XBUS_HOME (and ports) as make run.
+        office, printed_env = _office_shell(env)
+        verified = _xbus(office, "audit", "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "chains verified" in verified.stdout
+        _revoke_demo_token(env, token_file)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(stack.pid, signal.SIGINT)
@@ -146,6 +195,7 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
     secrets_dir = home / "data" / "secrets"
     secrets = _secrets(secrets_dir)
     assert {"kafka/admin.password", "registry/office.password", "pseudonym.key"} <= set(secrets)
+    assert "sse-resume-secret" in secrets
     scanned = [
         path
         for path in home.rglob("*")
@@ -162,6 +212,8 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
         leaks += [f"{name} on a metrics page" for page in pages if secret in page]
         if secret in output:
             leaks.append(f"{name} in the output of xbus stack up")
+        if secret in printed_env:
+            leaks.append(f"{name} in the output of xbus stack env")
     assert len(scanned) > 100  # logs, Kafka's segments, PostgreSQL's files, delivered files
     assert not leaks
     # Nor can another user of the machine read the records, deliveries or logs on disk (only

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -102,16 +103,36 @@ def _delivered_total(port: int) -> float:
     )
 
 
-def _demo_stream_token(stack: LocalStack) -> Path:
-    """The file of the demo stream subscriber's token, made once and kept with the stack's secrets
-    (a real subscriber's token is printed once by ``xbus sse new-token`` and never stored)."""
-    from xbus.consumers.sse.tokens import new_token
+def _demo_files() -> tuple[Path, Path]:
+    """The stream's tokens file and the gateway's keys file the demo runs with: the ones
+    ``xbus sse ...`` and ``xbus gateway ...`` use by default (same ``XBUS_HOME``, same
+    ``XBUS_SSE_TOKENS_FILE`` and ``XBUS_GATEWAY_KEYS_FILE``), so those commands act on the
+    running demo."""
+    from xbus.consumers.sse.service import StreamSettings
+    from xbus.producers.gateway.settings import GatewaySettings
+
+    return StreamSettings().tokens_file, GatewaySettings().keys_file
+
+
+def _demo_stream_token(stack: LocalStack, tokens_file: Path) -> Path:
+    """The file of the demo stream subscriber's token, kept with the stack's secrets (a real
+    subscriber's token is printed once by ``xbus sse new-token`` and never stored); a new
+    token when the kept one is not in force in ``tokens_file`` (revoked, or never there)."""
+    from xbus.consumers.sse.tokens import new_token, stream_tokens
     from xbus.deploy.secret_files import write_private
 
     kept = stack.secrets_dir / "sse-demo.token"
-    if not kept.exists():
-        write_private(kept, new_token(stack.data_dir / "sse-tokens.toml", STREAM_SUBSCRIBER))
-    return kept
+    if kept.exists() and stream_tokens(tokens_file).holder_of(kept.read_text().strip()):
+        return kept
+    return write_private(kept, new_token(tokens_file, STREAM_SUBSCRIBER))
+
+
+def _move_resume_secret(stack: LocalStack) -> None:
+    """Earlier demos kept the stream's resume-id secret in the data folder; it belongs with
+    the other secrets, where the stream now looks (resume ids stay valid)."""
+    old, new = stack.data_dir / "sse-resume-secret", stack.secrets_dir / "sse-resume-secret"
+    if old.exists() and not new.exists():
+        old.replace(new)
 
 
 @dataclass
@@ -200,6 +221,7 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
         kafka_user="service.connectors",
         registry_user="reader",
     )
+    tokens_file, keys_file = _demo_files()
     stack.start_component(
         "gateway",
         ["run", "gateway", "--port", str(GATEWAY_PORT), "--metrics-port", str(GATEWAY_METRICS)],
@@ -207,9 +229,10 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
         kafka_user="service.gateway",
         registry_user="reader",
         # The demo shows its API description; a real gateway keeps it behind a key.
-        env={"XBUS_GATEWAY_PUBLIC_DOCS": "true"},
+        env={"XBUS_GATEWAY_PUBLIC_DOCS": "true", "XBUS_GATEWAY_KEYS_FILE": str(keys_file)},
     )
-    sse_token = _demo_stream_token(stack)
+    sse_token = _demo_stream_token(stack, tokens_file)
+    _move_resume_secret(stack)
     stack.start_component(
         "sse",
         [
@@ -218,7 +241,7 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
             "--port",
             str(SSE_PORT),
             "--tokens-file",
-            str(stack.data_dir / "sse-tokens.toml"),
+            str(tokens_file),
             "--metrics-port",
             str(SSE_METRICS),
         ],
@@ -353,6 +376,41 @@ def exec(ctx: typer.Context) -> None:  # noqa: A001
         stack.stop()
         stack.remove_data()
     raise typer.Exit(code)
+
+
+# Settings that would hand a secret's value to the shell: only files are printed.
+_SECRET_VALUES = frozenset({"XBUS_SASL_PASSWORD", "XBUS_SCHEMA_REGISTRY_PASSWORD"})
+
+
+def office_env(stack: LocalStack) -> dict[str, str]:
+    """What a command run as the data-sharing office needs to reach ``stack``: its
+    addresses, ``admin``'s Kafka login and the registry's office user (passwords by file),
+    the secrets folder, the grant keys, and the demo's tokens and keys files. Paths only,
+    never a secret's value."""
+    tokens_file, keys_file = _demo_files()
+    env = {
+        "XBUS_HOME": str(stack.settings.home),
+        **stack.client_env(),
+        "XBUS_SSE_TOKENS_FILE": str(tokens_file),
+        "XBUS_GATEWAY_KEYS_FILE": str(keys_file),
+    }
+    return {k: v for k, v in env.items() if k not in _SECRET_VALUES}
+
+
+@app.command("env")
+def env_command() -> None:
+    """Print the ``export`` lines that point a shell at the running ``make run`` stack as
+    the data-sharing office: ``eval "$(xbus stack env)"``, then any xbus command (``xbus
+    grants apply``, ``xbus audit verify``, ``xbus sse revoke``...). Passwords and keys stay
+    in their files; only the files' paths are printed."""
+    stack = LocalStack.persistent()
+    if not stack.kafka.config.data_dir.is_dir():  # made on the broker's first start
+        raise fail(
+            f"no local stack in {stack.data_dir}: start it with make run (xbus stack up), "
+            "with the same XBUS_HOME"
+        )
+    for name, value in office_env(stack).items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
 
 
 @app.command()
