@@ -264,6 +264,29 @@ class Provisioner:
 
     # -- applying ------------------------------------------------------------------------------
 
+    def _wait_for_leaders(self, names: list[str]) -> None:
+        """Return once every partition of ``names`` has a leader: a topic just created may
+        answer "not leader" to the first writes for a moment, and provisioning is done only
+        when the bus can be written."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            metadata = self._admin.list_topics(timeout=self._timeout).topics
+            waiting = [
+                n
+                for n in names
+                if n not in metadata
+                or metadata[n].error is not None
+                or any(p.leader < 0 for p in metadata[n].partitions.values())
+            ]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise ProvisioningError(
+                    f"topics without a leader {self._timeout:g}s after they were made: "
+                    + ", ".join(waiting)
+                )
+            time.sleep(0.2)
+
     def apply(self, plan: Plan, replication_factor: int) -> None:
         """Make every change of ``plan``; raises ``ProvisioningError`` naming each that failed
         (the changes before it stay made: planning again shows what is left)."""
@@ -279,6 +302,7 @@ class Provisioner:
                 for t in plan.topics_to_create
             ]
             self._all(admin.create_topics(new, request_timeout=timeout), "creating topic {}")
+            self._wait_for_leaders([t.name for t in plan.topics_to_create])
         if plan.configs_to_alter:
             resources = [
                 ConfigResource(
