@@ -66,7 +66,8 @@ def test_stack_env_points_a_shell_at_the_stack_as_the_office(home: Path) -> None
 
     assert code == 0, err
     lines = out.splitlines()
-    assert all(line.startswith("export XBUS_") for line in lines), out
+    # xbus's settings, and libpq's password file for PostgreSQL.
+    assert all(line.startswith(("export XBUS_", "export PGPASSFILE=")) for line in lines), out
     exported = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines)
     secrets = stack.data_dir / "secrets"
     assert exported["XBUS_HOME"] == str(home)
@@ -76,6 +77,7 @@ def test_stack_env_points_a_shell_at_the_stack_as_the_office(home: Path) -> None
     assert exported["XBUS_SECRETS_DIR"] == str(secrets)
     assert Path(exported["XBUS_GRANT_SIGNING_KEY_FILE"]).parent == secrets
     assert exported["XBUS_SSE_TOKENS_FILE"] == str(home / "sse-tokens.toml")
+    assert exported["PGPASSFILE"] == str(secrets / "postgres" / "pgpass")
     assert "XBUS_SASL_PASSWORD" not in exported
     assert "XBUS_SCHEMA_REGISTRY_PASSWORD" not in exported
     kept = [p.read_text().strip() for p in secrets.rglob("*") if p.is_file()]
