@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.conftest import Bus
-from tests.support.components import engine, wait_for
+from tests.support.components import engine, run_xbus, wait_for
 from tests.support.kafka_reading import read_events
 from xbus.core.admin import ensure_topics
 from xbus.core.catalog import Catalog
@@ -30,13 +29,7 @@ pytestmark = pytest.mark.broker
 
 
 def _xbus(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xbus.cli", *args],
-        capture_output=True,
-        text=True,
-        env=bus.env(),
-        timeout=300,
-    )
+    return run_xbus(bus.env(), *args, timeout=300)
 
 
 def _publish(bus: Bus, count: int) -> list[str]:

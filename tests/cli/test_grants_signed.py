@@ -5,29 +5,18 @@ real broker."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Bus
+from tests.support.components import run_xbus
 from tests.support.grant_helpers import forged_records, write_grant_record
 from xbus.core.topics import GRANTS_TOPIC
 from xbus.streams.state import grant_records
 
 pytestmark = pytest.mark.broker
-
-
-def _xbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xbus.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
 
 
 def _grant_file(path: Path, grant_id: str, subscriber: str) -> Path:
@@ -45,7 +34,7 @@ def test_list_shows_refused_records_with_their_reason_next_to_grants_in_force(
 ) -> None:
     bus, tag = registered, uuid.uuid4().hex[:6]
     path = _grant_file(tmp_path / "g.yaml", f"ok-{tag}", f"ok_{tag}")
-    applied = _xbus(bus.env(), "grants", "apply", str(path))
+    applied = run_xbus(bus.env(), "grants", "apply", str(path))
     assert applied.returncode == 0, applied.stderr
     assert f"ok-{tag} v1: applied" in applied.stdout
     stored = json.loads(grant_records(bus.settings)[f"ok-{tag}"].value)
@@ -55,7 +44,7 @@ def test_list_shows_refused_records_with_their_reason_next_to_grants_in_force(
     for grant_id, value in forged.values():
         write_grant_record(bus.settings, grant_id, value)
 
-    listed = _xbus(bus.env() | {"COLUMNS": "250"}, "grants", "list")
+    listed = run_xbus(bus.env() | {"COLUMNS": "250"}, "grants", "list")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert any(f"ok-{tag}" in line and "in force" in line for line in lines), listed.stdout
@@ -73,19 +62,19 @@ def test_apply_again_puts_a_grant_with_a_forged_record_back_in_force(
     grant_id = f"unsigned-{tag}"  # forged_records writes it unsigned, version 1
     write_grant_record(bus.settings, grant_id, forged_records(bus.settings, tag)["unsigned"][1])
     path = _grant_file(tmp_path / "g.yaml", grant_id, f"unsigned_{tag}")
-    applied = _xbus(bus.env(), "grants", "apply", str(path))
+    applied = run_xbus(bus.env(), "grants", "apply", str(path))
     assert applied.returncode == 0, applied.stderr
     assert f"{grant_id} v2: applied" in applied.stdout
-    listed = _xbus(bus.env(), "grants", "list").stdout
+    listed = run_xbus(bus.env(), "grants", "list").stdout
     assert f"refused: {grant_id} " not in listed
-    assert _xbus(bus.env(), "grants", "apply", str(path)).stdout.strip().endswith("unchanged")
+    assert run_xbus(bus.env(), "grants", "apply", str(path)).stdout.strip().endswith("unchanged")
 
 
 def test_apply_without_the_signing_key_writes_nothing(registered: Bus, tmp_path: Path) -> None:
     bus, tag = registered, uuid.uuid4().hex[:6]
     env = {k: v for k, v in bus.env().items() if k != "XBUS_GRANT_SIGNING_KEY_FILE"}
     path = _grant_file(tmp_path / "g.yaml", f"keyless-{tag}", f"keyless_{tag}")
-    done = _xbus(env, "grants", "apply", str(path))
+    done = run_xbus(env, "grants", "apply", str(path))
     assert done.returncode == 1
     assert "XBUS_GRANT_SIGNING_KEY_FILE" in done.stderr and "Traceback" not in done.stderr
     assert f"keyless-{tag}" not in grant_records(bus.settings)
@@ -93,6 +82,6 @@ def test_apply_without_the_signing_key_writes_nothing(registered: Bus, tmp_path:
 
 def test_list_without_the_verifying_key_says_which_setting_is_missing(registered: Bus) -> None:
     env = {k: v for k, v in registered.env().items() if k != "XBUS_GRANT_VERIFY_KEY_FILE"}
-    done = _xbus(env, "grants", "list")
+    done = run_xbus(env, "grants", "list")
     assert done.returncode == 1
     assert "XBUS_GRANT_VERIFY_KEY_FILE" in done.stderr and "Traceback" not in done.stderr

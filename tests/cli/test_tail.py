@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import uuid
 
 import pytest
 
 from tests.conftest import Bus
+from tests.support.components import run_xbus
 from tests.support.delivery_feed import DeliveryFeed, licence
 from xbus.core.envelope import Op
 
@@ -18,13 +18,7 @@ pytestmark = pytest.mark.broker
 
 
 def _xbus(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xbus.cli", *args],
-        capture_output=True,
-        text=True,
-        env=bus.env(),
-        timeout=120,
-    )
+    return run_xbus(bus.env(), *args, timeout=120)
 
 
 def test_tail_prints_each_record_decoded_with_its_headers(bus: Bus) -> None:

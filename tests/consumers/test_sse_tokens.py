@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 
 from tests.conftest import Bus
 from tests.consumers.test_sse import Server, Stream, stream_server
-from tests.support.components import wait_for
+from tests.support.components import run_xbus, wait_for
 from tests.support.delivery_feed import DeliveryFeed
 from xbus.consumers.sse.tokens import STREAM_TOKENS, new_token
 from xbus.core.token_files import read_entries
@@ -41,14 +40,7 @@ def server(registered: Bus, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def _xbus(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xbus.cli", *args],
-        capture_output=True,
-        text=True,
-        env=bus.env(),
-        timeout=60,
-        check=False,
-    )
+    return run_xbus(bus.env(), *args, timeout=60)
 
 
 def _subscriber(server: Server, registered: Bus, name: str) -> str:

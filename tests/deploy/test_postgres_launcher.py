@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from xbus.core.secret_files import read_secret, write_private
 from xbus.deploy.errors import LauncherError
 from xbus.deploy.postgres import (
     SUPERUSER,
@@ -27,7 +28,6 @@ from xbus.deploy.postgres import (
     find_bindir,
 )
 from xbus.deploy.process import credentials_of, free_port
-from xbus.deploy.secret_files import read_secret, write_private
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.support.checkout import ROOT
+from tests.support.components import run_xbus
 from xbus.deploy.process import free_port
 from xbus.deploy.stack import StackSettings
 
@@ -69,15 +70,7 @@ def _others_read(path: Path, top: Path) -> bool:
 
 def _xbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``xbus <args>`` run from the checkout, as a person runs it in another shell."""
-    return subprocess.run(
-        [sys.executable, "-m", "xbus.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_xbus(env, *args, cwd=ROOT)
 
 
 def _office_shell(env: dict[str, str]) -> tuple[dict[str, str], str]:

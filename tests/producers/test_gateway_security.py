@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import Bus
 from tests.producers.test_gateway import EVENTS, Gateway, start_gateway
-from tests.support.components import wait_for
+from tests.support.components import run_xbus, wait_for
 from xbus.core.token_files import read_entries
 from xbus.core.values import to_json
 from xbus.producers.demodata import DemoData
@@ -41,14 +40,7 @@ def _event(seed: int) -> dict[str, object]:
 
 def _xbus(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
     """``xbus <args>`` as a person runs it, against ``bus``."""
-    return subprocess.run(
-        [sys.executable, "-m", "xbus.cli", *args],
-        capture_output=True,
-        text=True,
-        env=bus.env(),
-        timeout=60,
-        check=False,
-    )
+    return run_xbus(bus.env(), *args, timeout=60)
 
 
 def _id_of(keys_file: Path, key: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +16,21 @@ from tests.conftest import Bus
 from xbus.deploy.process import free_port
 
 T = TypeVar("T")
+
+
+def run_xbus(
+    env: Mapping[str, str], *args: str, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``xbus <args>`` as a person runs it in a shell whose environment is ``env``: its exit
+    code and output, captured; a failure is returned, not raised."""
+    return subprocess.run(
+        [sys.executable, "-m", "xbus.cli", *args],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @contextmanager
