@@ -119,7 +119,7 @@ def _demo_stream_token(stack: LocalStack, tokens_file: Path) -> Path:
     subscriber's token is printed once by ``xbus sse new-token`` and never stored); a new
     token when the kept one is not in force in ``tokens_file`` (revoked, or never there)."""
     from xbus.consumers.sse.tokens import new_token, stream_tokens
-    from xbus.deploy.secret_files import write_private
+    from xbus.core.secret_files import write_private
 
     kept = stack.secrets_dir / "sse-demo.token"
     if kept.exists() and stream_tokens(tokens_file).holder_of(kept.read_text().strip()):

@@ -7,13 +7,21 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import IO, Any
 
 
-def write_private(path: Path, content: str) -> Path:
+def open_private(path: Path, *, binary: bool = False) -> IO[Any]:
+    """``path`` opened for writing (emptied first), made readable by its owner only."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if binary:
+        return os.fdopen(descriptor, "wb")
+    return os.fdopen(descriptor, "w", encoding="utf-8")
+
+
+def write_private(path: Path, content: str | bytes) -> Path:
     """Write ``content`` to ``path``, readable by its owner only; its folder is made 0700."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+    with open_private(path, binary=isinstance(content, bytes)) as out:
         out.write(content)
     return path
 

@@ -72,14 +72,7 @@ class BusSettings(BaseSettings):
     def pseudonym_secret(self) -> bytes:
         """The secret of keyed pseudonyms: ``XBUS_PSEUDONYM_KEY``, else the contents of
         ``XBUS_PSEUDONYM_KEY_FILE``; at least 16 characters, or ``ConfigurationError``."""
-        key = self.pseudonym_key.get_secret_value() if self.pseudonym_key else ""
-        if not key and self.pseudonym_key_file is not None:
-            try:
-                key = self.pseudonym_key_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"cannot read the pseudonym key file {self.pseudonym_key_file}: {exc}"
-                ) from exc
+        key = _secret(self.pseudonym_key, self.pseudonym_key_file, "the pseudonym key")
         if len(key) < 16:
             raise ConfigurationError(
                 "keyed pseudonyms need a secret of at least 16 characters in "

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from xbus.core.errors import ConfigurationError
+from xbus.core.secret_files import open_private
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ def _update(
         now = now_utc()
         kept = change([e for e in entries if e.valid_at(now)])
         draft = path.with_name(f".{path.name}.{os.getpid()}.new")
-        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        with open_private(draft) as f:
             f.write(_render(kind, header, kept))
         os.replace(draft, path)
 

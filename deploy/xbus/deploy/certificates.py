@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from xbus.deploy.secret_files import write_private
+from xbus.core.secret_files import write_private
 
 CA_DAYS = 3650
 BROKER_DAYS = 365

@@ -28,11 +28,11 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from xbus.core.secret_files import password_file, read_secret, write_private
 from xbus.deploy.certificates import BrokerCertificates, ensure_broker_certificates
 from xbus.deploy.errors import LauncherError
 from xbus.deploy.jars import resolve_artifacts
 from xbus.deploy.process import ManagedProcess, check_port_free
-from xbus.deploy.secret_files import password_file, read_secret, write_private
 
 # Shipped inside the package (``resources/kafka``); Maven and Java need real file paths.
 _RESOURCES = Path(str(files("xbus.deploy").joinpath("resources")))

@@ -31,9 +31,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from xbus.core.secret_files import password_file, read_secret, write_private
 from xbus.deploy.errors import LauncherError
 from xbus.deploy.process import ManagedProcess, check_port_free, credentials_of
-from xbus.deploy.secret_files import password_file, read_secret, write_private
 
 log = logging.getLogger(__name__)
 

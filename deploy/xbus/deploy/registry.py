@@ -30,9 +30,9 @@ from confluent_kafka.admin import (
 
 from xbus.core.catalog import DEFAULT_COMPATIBILITY
 from xbus.core.errors import ConfigurationError
+from xbus.core.secret_files import password_file, read_secret, write_private
 from xbus.deploy.jars import resolve_artifacts
 from xbus.deploy.process import ManagedProcess, check_port_free
-from xbus.deploy.secret_files import password_file, read_secret, write_private
 
 # Shipped inside the package (``resources/registry``); Maven needs real file paths.
 REGISTRY_DIR = Path(str(files("xbus.deploy").joinpath("resources", "registry")))

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from xbus.core.secret_files import password_file
 from xbus.core.settings import home_dir
 from xbus.core.signatures import ensure_keypair
 from xbus.deploy.kafka import ADMIN_USER, REGISTRY_USER, KafkaConfig, LocalKafka
@@ -24,7 +25,6 @@ from xbus.deploy.registry import (
     RegistryConfig,
     allow_storage,
 )
-from xbus.deploy.secret_files import password_file
 
 
 class StackSettings(BaseSettings):

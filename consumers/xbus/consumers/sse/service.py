@@ -49,6 +49,7 @@ from xbus.core.metrics import (
     SSE_STREAMS_REFUSED,
 )
 from xbus.core.refusals import refusal_response
+from xbus.core.secret_files import open_private
 from xbus.core.serde import WriterSchemas, registry_client
 from xbus.core.settings import BusSettings, bus_settings, home_dir
 from xbus.core.token_files import Holder, TokenFile
@@ -143,7 +144,7 @@ def _kept_secret(path: Path, value: str | None = None) -> str:
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         draft = path.with_name(f".{path.name}.{os.getpid()}")
-        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        with open_private(draft) as f:
             f.write((value or secrets.token_urlsafe(32)) + "\n")
         try:
             os.link(draft, path)  # atomic: a second server starting now keeps the first's key

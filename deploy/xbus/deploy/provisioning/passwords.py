@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 from xbus.core.errors import ConfigurationError
-from xbus.deploy.secret_files import read_secret, write_private
+from xbus.core.secret_files import read_secret, write_private
 
 # 32 random bytes, URL-safe base64 (43 characters).
 PASSWORD_BYTES = 32
