@@ -50,6 +50,9 @@ host    all       all   ::1/128       scram-sha-256
 """
 # PostgreSQL refuses to run as root; a root supervisor runs it as this system user.
 SERVER_USER = "postgres"
+# Where that user's clusters go when it cannot reach the stack's own folder (a checkout in
+# /root, or in a 0700 folder from mktemp): see ``cluster_folder_outside``.
+SERVER_HOME = Path("/var/lib/xbus/postgres")
 INSTALL_HINT = (
     "Install PostgreSQL's server (Debian/Ubuntu: `apt-get install postgresql`, which "
     "`make install` runs when it can)"
@@ -66,6 +69,8 @@ class PostgresConfig:
     run_dir: Path = Path(".xbus/run")
     log_dir: Path = Path(".xbus/data/postgres")
     secrets_dir: Path = Path(".xbus/data/secrets")
+    # Where the server's Unix socket goes (default: ``<run_dir>/postgres``).
+    socket_dir: Path | None = None
     user: str = "xbus"
     database: str = "xbus"
     start_timeout: float = 60.0
@@ -126,7 +131,7 @@ class LocalPostgres:
         self.config = config
         self.process: ManagedProcess | None = None
         self._data_dir = config.data_dir.resolve()
-        self._socket_dir = config.run_dir.resolve() / "postgres"
+        self._socket_dir = (config.socket_dir or config.run_dir / "postgres").resolve()
         self._pid_file = config.run_dir.resolve() / f"postgres-{config.port}.pid"
 
     @property
@@ -380,13 +385,29 @@ def _give(path: Path, user: str | None) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _check_reachable(directory: Path, user: str | None) -> None:
-    """Raise if ``user`` may not pass through every directory down to ``directory``."""
-    if not user:
-        return
+def server_can_reach(directory: Path) -> bool:
+    """Whether the server, as the system user it runs as, may pass through the folders down to
+    ``directory`` that exist already (those the launcher makes below them it makes passable)."""
+    try:
+        user = _server_user()
+    except LauncherError:  # no such user: starting will say so
+        return True
+    existing = [p for p in [*reversed(directory.parents), directory] if p.exists()]
+    return user is None or _blocking_step(existing, user) is None
+
+
+def cluster_folder_outside(data_dir: Path) -> Path:
+    """Where a stack whose data folder the server cannot reach keeps PostgreSQL's cluster and
+    socket instead: a folder of its own under ``SERVER_HOME``, named after the data folder."""
+    name = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return SERVER_HOME / name
+
+
+def _blocking_step(steps: list[Path], user: str) -> Path | None:
+    """The first of ``steps`` that ``user`` may not pass through, if any."""
     entry = pwd.getpwnam(user)
     groups = set(os.getgrouplist(user, entry.pw_gid))
-    for step in [*reversed(directory.parents), directory]:
+    for step in steps:
         info = step.stat()
         if info.st_uid == entry.pw_uid:
             allowed = info.st_mode & stat.S_IXUSR
@@ -395,8 +416,18 @@ def _check_reachable(directory: Path, user: str | None) -> None:
         else:
             allowed = info.st_mode & stat.S_IXOTH
         if not allowed:
-            raise LauncherError(
-                f"PostgreSQL runs as the system user {user!r} (it refuses to run as root), "
-                f"which may not enter {step} on the way to {directory}. Let it pass "
-                f"(`chmod o+x {step}`) or keep the stack's data elsewhere (XBUS_STACK_HOME)."
-            )
+            return step
+    return None
+
+
+def _check_reachable(directory: Path, user: str | None) -> None:
+    """Raise if ``user`` may not pass through every directory down to ``directory``."""
+    if not user:
+        return
+    step = _blocking_step([*reversed(directory.parents), directory], user)
+    if step is not None:
+        raise LauncherError(
+            f"PostgreSQL runs as the system user {user!r} (it refuses to run as root), "
+            f"which may not enter {step} on the way to {directory}. Let it pass "
+            f"(`chmod o+x {step}`) or keep the stack's data elsewhere (XBUS_STACK_HOME)."
+        )

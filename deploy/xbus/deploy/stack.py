@@ -17,7 +17,12 @@ from xbus.core.secret_files import password_file
 from xbus.core.settings import home_dir
 from xbus.core.signatures import ensure_keypair
 from xbus.deploy.kafka import ADMIN_USER, REGISTRY_USER, KafkaConfig, LocalKafka
-from xbus.deploy.postgres import LocalPostgres, PostgresConfig
+from xbus.deploy.postgres import (
+    LocalPostgres,
+    PostgresConfig,
+    cluster_folder_outside,
+    server_can_reach,
+)
 from xbus.deploy.process import ManagedProcess, free_port
 from xbus.deploy.registry import (
     OFFICE_USER,
@@ -108,12 +113,18 @@ class LocalStack:
                 start_timeout=s.start_timeout,
             )
         )
+        # PostgreSQL's cluster lives with the stack's data, unless its system user cannot pass
+        # the folders above it (a checkout in /root or in a 0700 folder): then in a folder of
+        # its own outside (the log stays here).
+        own = self.data_dir / "postgres"
+        cluster = own if server_can_reach(self.data_dir) else cluster_folder_outside(self.data_dir)
         self.postgres = LocalPostgres(
             PostgresConfig(
                 host=s.host,
                 port=s.postgres_port,
-                data_dir=self.data_dir / "postgres" / "data",
+                data_dir=cluster / "data",
                 run_dir=run_dir,
+                socket_dir=None if cluster == own else cluster / "run",
                 log_dir=self.data_dir / "postgres",
                 secrets_dir=self.secrets_dir,
                 start_timeout=s.start_timeout,
