@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from tests.conftest import Bus
@@ -209,19 +208,6 @@ def test_every_key_lands_on_the_partition_the_java_client_chooses(
     assert _partitions_of_each_key(settings, topic, 2 * len(keys)) == {
         key.hex(): {("java", java[key]), ("xbus", java[key])} for key in keys
     }
-
-
-def test_the_stream_engine_partitions_like_the_java_client(
-    bus: Bus, java_producer: Path, kafka_jars: Path
-) -> None:
-    # Faust produces through aiokafka, whose DefaultPartitioner is meant to be Java's.
-    topic = f"test.partitioning.{uuid.uuid4().hex[:8]}"
-    ensure_topics(bus.settings, {topic: PARTITIONS})
-    keys = sample_keys()
-    java = java_partitions(java_producer, kafka_jars, bus.settings, topic, keys)
-    partitions = list(range(PARTITIONS))
-    aiokafka = {key: DefaultPartitioner()(key, partitions, partitions) for key in keys}
-    assert aiokafka == java
 
 
 def test_published_events_land_where_java_puts_their_business_keys(

@@ -97,7 +97,7 @@ def test_the_gateway_writes_sources_and_reads_nothing(demo: BusFile) -> None:
 def test_topics_carry_the_settings_of_the_file(demo: BusFile) -> None:
     made = {t.name: t for t in topics(demo)}
     assert made["gov.market_regulation.business_licence"].config["retention.ms"] == "2592000000"
-    assert made["gov.health.clinic"].partitions == 3
+    assert made["gov.health.clinic"].partitions == 12  # the default: workers share a dataset
     assert made["_xbus.grants"].config == {"cleanup.policy": "compact", "retention.ms": "-1"}
     assert made["_xbus.reference.districts"].config["cleanup.policy"] == "compact"
     assert made["_xbus.audit"].config == {"retention.ms": "-1"}
@@ -144,7 +144,7 @@ def test_bad_names_and_values_are_errors(tmp_path: Path, catalog: Catalog) -> No
     text = (
         DEMO.read_text()
         .replace("  open_data: {}", "  Open-Data: {}")
-        .replace("business_licence: {partitions: 3", "business_licence: {partitions: 0")
+        .replace("business_licence: {partitions: 12", "business_licence: {partitions: 0")
     )
     found = _problems(_write(tmp_path, text), catalog)
     assert any("partitions: Input should be greater than or equal to 1" in p for p in found)
@@ -211,10 +211,10 @@ def test_changed_settings_are_altered_and_partitions_only_added(
     configs["_xbus.grants"]["cleanup.policy"] = "delete"
     counts = {t.name: t.partitions for t in wanted}
     counts["gov.market_regulation.business_licence"] = 2
-    counts["gov.health.clinic"] = 9
+    counts["gov.health.clinic"] = 16
     plan = make_plan(_state(topics=counts, configs=configs), [], wanted, tmp_path)
     assert plan.configs_to_alter == {"_xbus.grants": {"cleanup.policy": "compact"}}
-    assert plan.partitions_to_add == {"gov.market_regulation.business_licence": (2, 3)}
+    assert plan.partitions_to_add == {"gov.market_regulation.business_licence": (2, 12)}
     assert [n.target for n in plan.notes] == ["gov.health.clinic"]
 
 

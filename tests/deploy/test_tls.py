@@ -1,10 +1,9 @@
 """A broker started with TLS (SASL_SSL) on the real Kafka jars: clients that trust its CA
-and log in get through, with librdkafka and with the engine's Faust side (aiokafka); a client
-that does not trust the CA, or does not speak TLS, is refused."""
+and log in get through (every xbus client is librdkafka's); a client that does not trust the
+CA, or does not speak TLS, is refused."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import stat
 import uuid
@@ -12,18 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from cryptography.hazmat.primitives import serialization
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from xbus.core.settings import BusSettings
 from xbus.deploy.certificates import make_ca
 from xbus.deploy.kafka import KafkaConfig, LocalKafka
 from xbus.deploy.process import free_port
 from xbus.deploy.stack import StackSettings
-from xbus.streams.worker import _credentials
 
 pytestmark = pytest.mark.broker
 
@@ -133,31 +129,3 @@ def test_a_client_without_tls_is_refused_on_the_tls_port(broker: KafkaConfig) ->
     _refusal(plaintext)
     # The same user over TLS still gets in.
     assert AdminClient(_settings(broker).kafka_config()).list_topics(timeout=10).brokers
-
-
-def test_the_engines_faust_side_reads_over_sasl_ssl(broker: KafkaConfig) -> None:
-    settings = _settings(broker)
-    topic = f"tls-faust-{uuid.uuid4().hex[:8]}"
-    producer = Producer(settings.producer_config())
-    producer.produce(topic, key=b"seal-7", value=b"made")
-    assert producer.flush(30) == 0
-    # As Faust hands the engine's credentials to aiokafka.
-    auth = credentials_to_aiokafka_auth(_credentials(settings))
-    assert auth["security_protocol"] == "SASL_SSL"
-
-    async def first_record() -> tuple[bytes | None, bytes | None]:
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=f"tls-faust-{uuid.uuid4().hex[:8]}",
-            auto_offset_reset="earliest",
-            **auth,
-        )
-        await consumer.start()
-        try:
-            record = await asyncio.wait_for(consumer.getone(), timeout=30)
-        finally:
-            await consumer.stop()
-        return record.key, record.value
-
-    assert asyncio.run(first_record()) == (b"seal-7", b"made")

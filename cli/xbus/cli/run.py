@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -47,36 +45,20 @@ def engine(
         float, typer.Option(help="Seconds between looks for new gov.* topics.")
     ] = 10.0,
 ) -> None:
-    """The policy engine (a Faust worker): applies grants to gov.* and writes deliver.*.
-    When a new gov.* topic with a registered dataset appears, the worker stops cleanly and
-    starts again in place (same process id) to subscribe to it."""
+    """The policy engine (a Faust worker around a librdkafka hot path): applies grants to
+    gov.* and writes deliver.*. A gov.* topic that appears while it runs is picked up within
+    --discovery-interval seconds, and routed once its dataset is registered. Start several
+    with the same --app-id to share the source partitions."""
     import faust
 
     from xbus.streams.worker import build_app
 
-    restart = threading.Event()
-
-    def on_new_source(topic: str) -> None:
-        print(f"new source topic {topic}: restarting the worker to subscribe to it", flush=True)
-        restart.set()
-        os.kill(os.getpid(), signal.SIGTERM)  # Faust's own clean shutdown
-
     serve_metrics(metrics_port, bus_settings().metrics_host)
     try:
-        faust_app = build_app(
-            bus_settings(),
-            app_id=app_id,
-            on_new_source=on_new_source,
-            discovery_interval=discovery_interval,
-        )
+        faust_app = build_app(bus_settings(), app_id=app_id, discovery_interval=discovery_interval)
     except XbusError as exc:  # e.g. no office key to check grants with: refuse to start
         raise fail(exc) from None
-    worker = faust.Worker(faust_app, loglevel=loglevel, quiet=True)
-    try:
-        worker.execute_from_commandline()
-    finally:
-        if restart.is_set():
-            os.execv(sys.executable, [sys.executable, "-m", "xbus.cli", *sys.argv[1:]])
+    faust.Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
 Subscribers = Annotated[

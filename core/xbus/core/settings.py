@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xbus.core.errors import ConfigurationError
@@ -48,6 +48,9 @@ class BusSettings(BaseSettings):
     # The CA that signed the registry's HTTPS certificate, if not one the system trusts (kept
     # apart from Kafka's ``ssl_ca_location``: the two may be signed by different CAs).
     schema_registry_ssl_ca_location: Path | None = None
+    # Partitions of a dataset's gov.* topic when the engine makes it (provisioning says its
+    # own): as many as engine workers may share one dataset.
+    source_partitions: Annotated[int, Field(ge=1)] = 12
     schemas_dir: Path = Path("schemas")
     grants_dir: Path = Path("grants")
     deliveries_dir: Path = Path("deliveries")

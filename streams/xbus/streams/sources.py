@@ -1,14 +1,13 @@
 """Which source topics the engine reads: every dataset of the catalog it was deployed with,
 and every ``gov.*`` topic in the cluster whose dataset is registered in the schema registry
 (the registered envelope carries the dataset's record with all its metadata), so that a
-department added after the engine was deployed is picked up without a new release."""
+department added after the engine was deployed is picked up without a new release: at start,
+and by the hot path when such a topic is assigned to it."""
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -62,35 +61,3 @@ def engine_catalog(
         if (d := registered_dataset(registry, t, catalog)) is not None
     ]
     return catalog.with_datasets(extra) if extra else catalog
-
-
-class SourceWatcher(threading.Thread):
-    """Calls ``on_new(topic)`` once when a source topic with a registered dataset appears
-    that is not among ``known``."""
-
-    def __init__(
-        self,
-        settings: BusSettings,
-        catalog: Catalog,
-        registry: SchemaRegistryClient,
-        known: set[str],
-        on_new: Callable[[str], None],
-        interval: float,
-    ) -> None:
-        super().__init__(name="source-watcher", daemon=True)
-        self._settings, self._catalog, self._registry = settings, catalog, registry
-        self._known, self._on_new, self._interval = known, on_new, interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self._interval):
-            try:
-                new = sorted(source_topics(self._settings) - self._known)
-            except Exception as exc:  # the broker is briefly away: look again later
-                log.warning("listing source topics failed: %s", exc)
-                continue
-            for topic in new:
-                if registered_dataset(self._registry, topic, self._catalog) is not None:
-                    log.warning("new source topic %s with a registered dataset", topic)
-                    self._on_new(topic)
-                    return

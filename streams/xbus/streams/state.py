@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from xbus.core.admin import ensure_topics
-from xbus.core.catalog import Catalog
+from xbus.core.catalog import Catalog, Dataset
 from xbus.core.errors import ConfigurationError, SerializationError
 from xbus.core.metrics import GRANT_EXPIRY, GRANT_VERSION, GRANTS_IN_FORCE, GRANTS_REFUSED
 from xbus.core.producing import Record, produce_and_confirm
@@ -118,6 +118,9 @@ class PolicyState:
         self._consumer.subscribe([GRANTS_TOPIC, "^" + re.escape(REFERENCE_PREFIX) + ".*"])
         self._grants: dict[str, CompiledGrant] = {}
         self._refused: dict[str, Refusal] = {}
+        # The records of refused grants, judged again when the catalog learns a dataset.
+        self._refused_records: dict[str, tuple[bytes, bytes]] = {}
+        self._lock = threading.Lock()
         self._tables: dict[str, dict[str, str]] = {}
         self._snapshot = PolicySnapshot({}, {})
         self._stop = threading.Event()
@@ -137,14 +140,16 @@ class PolicyState:
         try:
             while not self._stop.is_set():
                 messages = self._consumer.consume(500, timeout=0.2)
-                changed = False
-                for message in messages:
-                    changed |= self._apply(message)
-                if changed:
-                    self._rebuild()
+                with self._lock:
+                    changed = False
+                    for message in messages:
+                        changed |= self._apply(message)
+                    if changed:
+                        self._rebuild()
                 idle_polls = 0 if messages else idle_polls + 1
                 if not self.caught_up.is_set() and idle_polls >= 2 and self._at_end():
-                    self._rebuild()
+                    with self._lock:
+                        self._rebuild()
                     self.caught_up.set()
         finally:
             self._consumer.close()
@@ -172,6 +177,7 @@ class PolicyState:
         if topic == GRANTS_TOPIC:
             self._grants.pop(key, None)
             self._refused.pop(key, None)
+            self._refused_records.pop(key, None)
             if value is not None:
                 self._judge(message, raw_key, key, value)
             return True
@@ -194,6 +200,7 @@ class PolicyState:
             self._grants[key] = judged
             return
         self._refused[key] = replace(judged, where=_where(message))
+        self._refused_records[key] = (raw_key, value)
         GRANTS_REFUSED.labels(judged.reason).inc()
         log.error(
             "%s: grant %r%s refused (%s), not in force: %s",
@@ -203,6 +210,25 @@ class PolicyState:
             judged.reason,
             judged.detail,
         )
+
+    def learn(self, dataset: Dataset) -> None:
+        """Add a dataset registered after the engine started to the catalog grants are judged
+        against, and judge again the grants refused so far (a grant on a dataset the engine
+        did not know yet is refused as invalid); their refusals were counted once already."""
+        with self._lock:
+            self._catalog = self._catalog.with_datasets([dataset])
+            for key, (raw_key, value) in list(self._refused_records.items()):
+                judged = judge_grant(raw_key, value, self._office_keys, self._catalog)
+                if isinstance(judged, CompiledGrant):
+                    self._grants[key] = judged
+                    del self._refused[key], self._refused_records[key]
+                    log.warning(
+                        "grant %r v%d in force now that %s is known",
+                        key,
+                        judged.version,
+                        dataset.topic,
+                    )
+            self._rebuild()
 
     def refused(self) -> dict[str, Refusal]:
         """The grant ids whose last record was refused, and why."""

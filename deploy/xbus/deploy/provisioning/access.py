@@ -132,10 +132,8 @@ def principals(bus: BusFile, base: Path) -> list[Principal]:
             # reads the trail it writes (the decisions, not the records they are about).
             ("TOPIC", AUDIT_TOPIC, "LITERAL", ("WRITE", "DESCRIBE", "READ")),
             ("TOPIC", DEAD_LETTER_TOPIC, "LITERAL", ("WRITE", "DESCRIBE")),
-            # Faust's group is the app id; its own topics (the leader assignor's) are
-            # ``<app id>-...``, made by Faust on start.
+            # The hot path's consumer group is the app id (Faust itself uses no Kafka).
             ("GROUP", app_id, "LITERAL", ("READ",)),
-            ("TOPIC", f"{app_id}-", "PREFIXED", ("READ", "WRITE", "DESCRIBE", "CREATE")),
             ("GROUP", POLICY_GROUP_PREFIX, "PREFIXED", ("READ",)),
             ("GROUP", AUDIT_READER_GROUP_PREFIX, "PREFIXED", ("READ",)),
         )

@@ -41,6 +41,13 @@ class TopicSettings(_Strict):
     retention_ms: Retention = WEEK_MS
 
 
+class SourceTopicSettings(TopicSettings):
+    """A dataset's ``gov.*`` topic: 12 partitions unless said otherwise, so that several
+    engine workers can share one dataset (a topic's partitions are its unit of sharing)."""
+
+    partitions: Partitions = 12
+
+
 class Credentials(_Strict):
     """Where a user's password comes from: generated (default) or a file the office keeps."""
 
@@ -51,7 +58,7 @@ class Department(Credentials):
     """A department and the datasets it owns (each named in the catalog), with the settings
     of each dataset's ``gov.<department>.<dataset>`` topic."""
 
-    datasets: dict[str, TopicSettings] = Field(min_length=1)
+    datasets: dict[str, SourceTopicSettings] = Field(min_length=1)
 
 
 class Subscriber(Credentials):
@@ -59,8 +66,7 @@ class Subscriber(Credentials):
 
 
 class Engine(Credentials):
-    """The policy engine; ``app_id`` is its Faust app id, its group and the prefix of Faust's
-    own topics."""
+    """The policy engine; ``app_id`` is its Faust app id and its consumer group."""
 
     app_id: str = Field("xbus-engine", pattern=r"^[a-z][a-z0-9_-]*$")
 
