@@ -226,6 +226,42 @@ def test_two_workers_share_the_partitions_and_lose_nothing(
     assert sum(per_worker) >= len(ids)
 
 
+def test_workers_option_runs_a_group_of_processes_that_share_the_work(
+    registered: Bus, tmp_path: Path, subscribers: tuple[str, str]
+) -> None:
+    bus, (watched, _) = registered, subscribers
+    apply_grants(
+        bus.settings,
+        Catalog.load(bus.settings.schemas_dir),
+        [_grant(tmp_path / "w.yaml", watched, "  clinic_code: {}\n  name: {}\n")],
+    )
+    base = metrics_port()
+    ports = [base, base + 1]
+    with engine(bus, tmp_path, f"many-{watched}", port=base, extra=("--workers", "2")) as parent:
+        wait_for(
+            lambda: all(
+                (_metric(p, "xbus_engine_assigned_partitions", "") or 0) > 0 for p in ports
+            ),
+            60,
+            "both worker processes to be assigned partitions",
+        )
+        ids = set(_publish(bus, count=300, seed=11))
+        got = read_events(bus.settings, f"deliver.{watched}.clinic", ids, 120)
+        per_worker = [
+            _metric(p, "xbus_events_delivered_total", f'subscriber="{watched}"') or 0 for p in ports
+        ]
+        parent.terminate()
+        assert parent.wait(60) == 0
+    assert got.keys() == ids
+    assert all(n > 0 for n in per_worker), per_worker
+    # Stopping the command stops its workers.
+    wait_for(
+        lambda: all(_metric(p, "xbus_engine_assigned_partitions", "") is None for p in ports),
+        30,
+        "the workers to stop",
+    )
+
+
 def test_a_new_departments_topic_is_picked_up_while_the_engine_runs(
     registered: Bus, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -44,11 +45,21 @@ def engine(
     discovery_interval: Annotated[
         float, typer.Option(help="Seconds between looks for new gov.* topics.")
     ] = 10.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes in the group; worker i serves /metrics on the port + i.",
+        ),
+    ] = 1,
 ) -> None:
     """The policy engine (a Faust worker around a librdkafka hot path): applies grants to
     gov.* and writes deliver.*. A gov.* topic that appears while it runs is picked up within
-    --discovery-interval seconds, and routed once its dataset is registered. Start several
-    with the same --app-id to share the source partitions."""
+    --discovery-interval seconds, and routed once its dataset is registered. Workers with the
+    same --app-id share the source partitions: --workers N starts N of them."""
+    if workers > 1:
+        _run_workers(workers, metrics_port)
+        return
     import faust
 
     from xbus.streams.worker import build_app
@@ -59,6 +70,51 @@ def engine(
     except XbusError as exc:  # e.g. no office key to check grants with: refuse to start
         raise fail(exc) from None
     faust.Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def _run_workers(count: int, metrics_port: int) -> None:
+    """Run ``count`` engine workers as child processes (each this command with
+    ``--workers 1``, its own metrics port); stop them all on a signal or when one ends, and
+    end with the first failure's exit code."""
+    import subprocess
+
+    args = sys.argv[1:]
+    for flag in ("--workers", "--metrics-port"):
+        while flag in args:
+            i = args.index(flag)
+            del args[i : i + 2]
+        args = [a for a in args if not a.startswith(f"{flag}=")]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "xbus.cli",
+                *args,
+                "--workers",
+                "1",
+                "--metrics-port",
+                str(metrics_port + i if metrics_port else 0),
+            ]
+        )
+        for i in range(count)
+    ]
+    stop = _stop_on_signals()
+    code = 0
+    while not stop.wait(0.5):
+        ended = [c.returncode for c in children if c.poll() is not None]
+        if ended:
+            code = next((rc for rc in ended if rc), 0)
+            break
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    raise typer.Exit(code)
 
 
 Subscribers = Annotated[

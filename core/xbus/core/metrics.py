@@ -54,6 +54,13 @@ ENGINE_LATENCY = Histogram(
     "acknowledged.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+ENGINE_VIEWS_ENCODED_WHOLE = Counter(
+    "xbus_engine_views_encoded_whole_total",
+    "Views the engine encoded whole (the reference path) instead of splicing them from the "
+    "source bytes: a writer schema or grant a view plan does not cover, or a record its plan "
+    "failed on.",
+    ["subscriber", "dataset"],
+)
 ENGINE_PARTITIONS = Gauge(
     "xbus_engine_assigned_partitions",
     "Source-topic partitions assigned to this engine worker.",

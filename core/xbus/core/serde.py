@@ -55,13 +55,14 @@ class WireEncoder:
 
     def __init__(self, schema_id: int, schema: dict[str, Any]) -> None:
         self.schema_id = schema_id
-        self._header = b"\x00" + schema_id.to_bytes(4, "big")
+        # The wire format's prefix: magic byte and schema id.
+        self.header = b"\x00" + schema_id.to_bytes(4, "big")
         self._parsed = fastavro.parse_schema(schema)
 
     def encode(self, value: dict[str, Any]) -> bytes:
         """Magic byte, schema id, Avro body."""
         buffer = io.BytesIO()
-        buffer.write(self._header)
+        buffer.write(self.header)
         fastavro.schemaless_writer(buffer, self._parsed, value)
         return buffer.getvalue()
 

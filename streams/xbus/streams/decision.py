@@ -21,7 +21,7 @@ A reason never carries the record's values: it goes to the audit trail.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import cel
 
@@ -51,19 +51,75 @@ ROW_FILTER_FALSE = Decision("filtered", "row filter is false")
 
 class CelEvent:
     """An event as row filters read it: converted to CEL values on first use, then shared by
-    every grant judged on the same event (the conversion costs more than a filter)."""
+    every grant judged on the same event (the conversion costs more than a filter).
 
-    __slots__ = ("_context", "_event")
+    ``pruned``: a row filter's context holds, of ``before`` and ``after``, only the fields
+    the filter reads (``CompiledGrant.row_fields``, as the expression check found them); the
+    rest of a record costs its conversion and cannot change the verdict."""
 
-    def __init__(self, event: ChangeEvent) -> None:
+    __slots__ = ("_base", "_context", "_event", "_pruned", "_pruned_contexts")
+
+    def __init__(self, event: ChangeEvent, *, pruned: bool = False) -> None:
         self._event = event
+        self._pruned = pruned
         self._context: cel.Context | None = None
+        self._base: dict[str, Any] | None = None
+        self._pruned_contexts: dict[frozenset[str], cel.Context] = {}
 
-    def context(self) -> cel.Context:
-        """The CEL context of the event's variables (``op``, ``before``, ``after``...)."""
-        if self._context is None:
-            self._context = cel.Context(cel_value(self._event))
-        return self._context
+    def context(self, fields: frozenset[str] | None = None) -> cel.Context:
+        """The CEL context of the event's variables (``op``, ``before``, ``after``...), its
+        records cut to ``fields`` if this event is ``pruned`` and they are given."""
+        if not self._pruned or fields is None:
+            if self._context is None:
+                self._context = cel.Context(cel_value(self._event))
+            return self._context
+        found = self._pruned_contexts.get(fields)
+        if found is None:
+            event = self._event
+            if self._base is None:
+                self._base = {
+                    k: cel_value(v) for k, v in event.items() if k not in ("before", "after")
+                }
+            variables = dict(self._base)
+            for image in ("before", "after"):
+                record = event[image]
+                variables[image] = (
+                    None
+                    if record is None
+                    else {f: cel_value(record[f]) for f in fields if f in record}
+                )
+            found = cel.Context(variables)
+            self._pruned_contexts[fields] = found
+        return found
+
+
+def admit(
+    grant: CompiledGrant,
+    event: ChangeEvent,
+    now: dt.datetime,
+    cel_event: CelEvent | None = None,
+) -> Decision | None:
+    """The decision on ``event`` if its validity, operation or row filter settles it (not
+    delivered); None if the row filter holds, and the records are to be transformed."""
+    g = grant.grant
+    if now < g.valid_from:
+        return NOT_YET_VALID
+    if g.valid_until is not None and now >= g.valid_until:
+        return Decision("expired", f"expired at {g.valid_until.isoformat()}")
+    op = event["op"]
+    if op not in g.operations:
+        return Decision("denied", f"operation {op} not granted")
+    if grant.rows is not None:
+        context = (cel_event or CelEvent(event)).context(grant.row_fields)
+        try:
+            verdict = grant.rows.execute(context)
+        except Exception as exc:  # CEL raises builtin errors of many kinds
+            return Decision("failed", f"row filter failed: {cel_failure(exc, g.rows or '')}")
+        if verdict is not True:
+            if verdict is False:
+                return ROW_FILTER_FALSE
+            return Decision("failed", f"row filter gave a {cel_type(verdict)}, not a bool")
+    return None
 
 
 def decide(
@@ -76,24 +132,10 @@ def decide(
     """What ``grant`` lets through of ``event`` at ``now``, looking up in ``tables``. Pass
     ``cel_event`` to share one CEL conversion of the event among several grants. Never
     raises for a record's sake: what fails on it is the outcome ``failed``."""
-    g = grant.grant
-    if now < g.valid_from:
-        return NOT_YET_VALID
-    if g.valid_until is not None and now >= g.valid_until:
-        return Decision("expired", f"expired at {g.valid_until.isoformat()}")
+    settled = admit(grant, event, now, cel_event)
+    if settled is not None:
+        return settled
     op = event["op"]
-    if op not in g.operations:
-        return Decision("denied", f"operation {op} not granted")
-    if grant.rows is not None:
-        context = (cel_event or CelEvent(event)).context()
-        try:
-            verdict = grant.rows.execute(context)
-        except Exception as exc:  # CEL raises builtin errors of many kinds
-            return Decision("failed", f"row filter failed: {cel_failure(exc, g.rows or '')}")
-        if verdict is not True:
-            if verdict is False:
-                return ROW_FILTER_FALSE
-            return Decision("failed", f"row filter gave a {cel_type(verdict)}, not a bool")
     key = None
     try:
         record = event["after"] or event["before"]

@@ -87,6 +87,8 @@ class DerivedField:
     nullable: bool
     mask: Callable[[Any], Any] | None = None
     mask_type: str = ""
+    # The record's top-level fields the expression reads (as the expression check found).
+    reads: frozenset[str] = frozenset()
 
     def value(self, context: Any) -> Any:
         """The field's value in ``context``: null where the expression fails or gives another
@@ -243,6 +245,7 @@ def derived_fields(
                 rule.nullable,
                 mask_fn,
                 rule.mask.type if rule.mask else "",
+                frozenset(path.split(".", 1)[0] for path in read),
             )
         )
     return made, fields

@@ -209,10 +209,13 @@ class _Checker:
             self.want_bool(kids[0], condition, "the condition of ?:")
             a = self.guarded(kids[1], scope, _guards(kids[0], True))
             b = self.guarded(kids[2], scope, _guards(kids[0], False))
+            result = _unify(a.type, b.type)
+            if condition.type.nullable:  # a condition that may fail fails the whole
+                result = replace(result, nullable=True)
             if a.exact and b.exact and a.reads == b.reads and not condition.reads:
                 # (after != null ? after : before): one node of the record either way.
-                return Value(_unify(a.type, b.type), a.reads, exact=True)
-            return Value(_unify(a.type, b.type), condition.reads | a.reads | b.reads)
+                return Value(result, a.reads, exact=True)
+            return Value(result, condition.reads | a.reads | b.reads)
         if rule in ("conditionalor", "conditionaland"):
             if len(kids) == 1:
                 return self.walk(kids[0], scope)

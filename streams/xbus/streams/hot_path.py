@@ -190,11 +190,13 @@ class HotPath:
             # Some of the batch's audit records may be written, some not: its chains' heads
             # are read back from the topic before they are extended again.
             self._chains.forget(touched)
+            self._router.counts.clear()  # counted again when routed again
             log.error("%s; the batch is routed again", exc)
             self._rewind(records)
             self.stopping.wait(1.0)
             return
         self._store(records)
+        self._router.flush_metrics()
         elapsed = time.perf_counter() - started
         delivered: dict[tuple[str, str], int] = {}
         for routing in routings:
@@ -221,6 +223,7 @@ class HotPath:
                 ]
             except RegistryUnavailable as exc:
                 self._chains.restore(mark)
+                self._router.counts.clear()  # counted again when routed again
                 log.warning("%s; trying again in %.1fs", exc, delay)
                 if self.stopping.wait(delay):
                     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -97,6 +98,9 @@ class _Builder:
     problems: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
     masks: list[str] = field(default_factory=list)
     emitted: set[str] = field(default_factory=set)
+    # Per top-level view field, in order: the source field whose value it is unchanged
+    # (same name or renamed, unmasked), or None where a step computes it.
+    copied: list[str | None] = field(default_factory=list)
 
     def record(
         self, schema: dict[str, Any], prefix: str, namespace: str, selected: set[str], covered: bool
@@ -138,9 +142,13 @@ class _Builder:
                     "fields": sub_fields,
                 }
                 steps.append(_nested(f["name"], out_name, sub_steps))
+                if not prefix:
+                    self.copied.append(None)
             else:
                 view_type, step = self.leaf(f, path, out_name, ftype, inner_space, rule, covered)
                 steps.append(step)
+                if not prefix:
+                    self.copied.append(f["name"] if rule.mask is None else None)
             if (
                 optional
                 and view_type != "null"
@@ -269,6 +277,17 @@ def _nested(name: str, out_name: str, steps: list[Step]) -> Callable[..., None]:
 
 
 @dataclass(frozen=True)
+class ViewSteps:
+    """The transformation a view plan (``xbus.streams.view_plans``) reuses, field by field:
+    per top-level view field the source field it copies (or None) and the step that
+    computes it; then what adds the derived and the looked-up fields."""
+
+    fields: tuple[tuple[str | None, Step], ...]
+    add_derived: Callable[[Record, str, dt.datetime, Record], None] | None
+    add_looked_up: Callable[[Record, ReferenceTables | None, Record], None] | None
+
+
+@dataclass(frozen=True)
 class CompiledGrant:
     """A grant made ready to apply: its view schema and transformations."""
 
@@ -282,8 +301,14 @@ class CompiledGrant:
     masks: tuple[str, ...]
     row_reads: Mapping[str, str] = field(default_factory=dict)
     record_key: RecordKey | None = None
+    steps: ViewSteps | None = None
 
-    @property
+    @functools.cached_property
+    def row_fields(self) -> frozenset[str]:
+        """The top-level fields of the dataset the row filter reads."""
+        return frozenset(path.split(".", 1)[0] for path in self.row_reads)
+
+    @functools.cached_property
     def topic(self) -> str:
         """The subscriber's topic for this dataset."""
         return delivery_topic(self.grant.subscriber, self.dataset.name)
@@ -379,6 +404,32 @@ def check_and_compile(
     }
     lookups = [(name, lookup.table, lookup.key.split(".")) for name, lookup in grant.lookup.items()]
 
+    def add_derived(record: Record, op: str, now: dt.datetime, out: Record) -> None:
+        """The derived fields of ``record``'s view, into ``out``."""
+        # One context per record, shared by every derived field.
+        context = cel.Context({"record": cel_value(record), "op": op, "now": now})
+        for d in derived:
+            out[d.name] = d.value(context)
+
+    # What the derived fields read of a record (as the expression check found): converting
+    # the rest for CEL costs its time and changes no value. The reference path above
+    # converts it all, and the differential test compares the two.
+    derived_reads = frozenset().union(*(d.reads for d in derived))
+
+    def add_derived_pruned(record: Record, op: str, now: dt.datetime, out: Record) -> None:
+        read = {f: cel_value(record[f]) for f in derived_reads if f in record}
+        context = cel.Context({"record": read, "op": op, "now": now})
+        for d in derived:
+            out[d.name] = d.value(context)
+
+    def add_looked_up(record: Record, tables: ReferenceTables | None, out: Record) -> None:
+        """The looked-up fields of ``record``'s view, into ``out``."""
+        for name, table, key_path in lookups:
+            value: Any = record
+            for part in key_path:
+                value = value.get(part) if isinstance(value, dict) else None
+            out[name] = None if value is None or tables is None else tables.get(table, str(value))
+
     def transform(
         record: Record | None, op: str, now: dt.datetime, tables: ReferenceTables | None
     ) -> Record | None:
@@ -390,15 +441,9 @@ def check_and_compile(
         for step in steps:
             step(record, out)
         if derived:
-            # One context per record, shared by every derived field.
-            context = cel.Context({"record": cel_value(record), "op": op, "now": now})
-            for d in derived:
-                out[d.name] = d.value(context)
-        for name, table, key_path in lookups:
-            value: Any = record
-            for part in key_path:
-                value = value.get(part) if isinstance(value, dict) else None
-            out[name] = None if value is None or tables is None else tables.get(table, str(value))
+            add_derived(record, op, now, out)
+        if lookups:
+            add_looked_up(record, tables, out)
         return out
 
     return CompiledGrant(
@@ -412,4 +457,9 @@ def check_and_compile(
         tuple(builder.masks),
         row_reads,
         RecordKey(grant, dataset),
+        ViewSteps(
+            tuple(zip(builder.copied, steps, strict=True)),
+            add_derived_pruned if derived else None,
+            add_looked_up if lookups else None,
+        ),
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -37,7 +38,13 @@ from xbus.core.envelope import (
 )
 from xbus.core.errors import RegistryUnavailable, SerializationError
 from xbus.core.headers import Headers
-from xbus.core.metrics import DEAD_LETTERS, EVENTS_DENIED, EVENTS_FILTERED, MASKS_APPLIED
+from xbus.core.metrics import (
+    DEAD_LETTERS,
+    ENGINE_VIEWS_ENCODED_WHOLE,
+    EVENTS_DENIED,
+    EVENTS_FILTERED,
+    MASKS_APPLIED,
+)
 from xbus.core.serde import EventDecoder, WireEncoder
 from xbus.core.topics import (
     AUDIT_TOPIC,
@@ -46,11 +53,12 @@ from xbus.core.topics import (
     value_subject,
 )
 from xbus.streams.audit import AuditChains, chain_of
-from xbus.streams.decision import CelEvent, Decision, decide
+from xbus.streams.decision import CelEvent, Decision, admit, decide
 from xbus.streams.exceptions import GrantFailed
 from xbus.streams.expressions import failure_text
 from xbus.streams.policy import CompiledGrant
 from xbus.streams.state import PolicySnapshot
+from xbus.streams.view_plans import Scanned, Scanner, ViewPlan, plan_or_none, scanner_or_none
 
 
 @dataclass(frozen=True)
@@ -186,9 +194,11 @@ class _Target:
     its metric children, so that no event pays for them again."""
 
     grant: CompiledGrant
+    topic: str
     headers: Headers
     labels: tuple[str, str]
     filtered: Any
+    encoded_whole: Any
     masks_applied: tuple[Any, ...]
     dead_letters: str
 
@@ -197,12 +207,14 @@ class _Target:
         labels = (grant.grant.subscriber, grant.dataset.name)
         return cls(
             grant,
+            grant.topic,
             [
                 (headers.GRANT_ID, _header(grant.grant.grant)),
                 (headers.GRANT_VERSION, _header(grant.version)),
             ],
             labels,
             metric_child(EVENTS_FILTERED, *labels),
+            metric_child(ENGINE_VIEWS_ENCODED_WHOLE, *labels),
             tuple(
                 metric_child(MASKS_APPLIED, *labels, mask.split(":", 1)[1]) for mask in grant.masks
             ),
@@ -221,6 +233,8 @@ class Router:
         decoder: EventDecoder,
         encoders: ViewEncoders,
         chains: AuditChains | None = None,
+        *,
+        splice: bool = True,
     ) -> None:
         self._policy = policy
         self._chains = chains if chains is not None else AuditChains()
@@ -228,12 +242,50 @@ class Router:
         self._encoders = encoders
         self._snapshot: PolicySnapshot | None = None
         self._targets: dict[str, tuple[_Target, ...]] = {}
+        # Views are spliced from the source bytes where the decoder also gives writer
+        # schemas by id (``WriterSchemas``); else, or with ``splice=False``, encoded whole.
+        self._writer_schema: Callable[[int], dict[str, Any]] | None = (
+            getattr(decoder, "schema", None) if splice else None
+        )
+        self._scanners: dict[int, Scanner | None] = {}
+        self._plans: dict[tuple[int, int], ViewPlan | None] = {}
+        self.counts: Counter[Any] = Counter()
+
+    def _scanner(self, value: bytes) -> tuple[Scanner, int] | None:
+        """The scanner of the record's writer schema, and its id, if views can be spliced."""
+        if self._writer_schema is None:
+            return None
+        schema_id = int.from_bytes(value[1:5], "big")
+        if schema_id not in self._scanners:
+            self._scanners[schema_id] = scanner_or_none(self._writer_schema(schema_id))
+        scanner = self._scanners[schema_id]
+        return None if scanner is None else (scanner, schema_id)
+
+    def _plan(self, target: _Target, scanner: Scanner, schema_id: int) -> ViewPlan | None:
+        """The grant's view plan for records of writer schema ``schema_id`` (None: encoded
+        whole), made once per policy snapshot. Raises ``RegistryUnavailable``."""
+        key = (id(target), schema_id)
+        if key not in self._plans:
+            try:
+                encoder, _ = self._encoders(target.grant)
+            except GrantFailed:  # the registry refused the view: the reference path says so
+                self._plans[key] = None
+            else:
+                self._plans[key] = plan_or_none(target.grant, scanner, encoder.header)
+        return self._plans[key]
+
+    def flush_metrics(self) -> None:
+        """Add the counts of the events routed since the last call to their metrics (once
+        per batch, not once per event)."""
+        counts, self.counts = self.counts, Counter()
+        for child, count in counts.items():
+            child.inc(count)
 
     def _targets_of(self, topic: str) -> tuple[PolicySnapshot, tuple[_Target, ...]]:
         """The policy in force and the grants on ``topic``, prepared once per snapshot."""
         snapshot = self._policy()
         if snapshot is not self._snapshot:
-            self._snapshot, self._targets = snapshot, {}
+            self._snapshot, self._targets, self._plans = snapshot, {}, {}
         targets = self._targets.get(topic)
         if targets is None:
             targets = tuple(_Target.of(g) for g in snapshot.grants.get(topic, ()))
@@ -273,23 +325,41 @@ class Router:
                 self._dead_letter(key, value, "not_a_change_event", detail, source)
             )
             return routing
-        cel_event = CelEvent(event)
+        cel_event = CelEvent(event, pruned=True)
         event_header = (headers.EVENT_ID, event_id.encode())
         decisions: list[dict[str, Any]] = []
+        scanned: Scanned | None = None
+        found = self._scanner(value) if targets and value is not None else None
+        if found is not None:
+            try:
+                scanned = found[0].scan(value[5:])  # type: ignore[index]
+            except Exception:  # a body its schema does not describe: encoded whole
+                scanned = None
+        counts = self.counts
         for target in targets:
             grant = target.grant
-            decision = decide(grant, event, now, snapshot, cel_event)
+            settled = admit(grant, event, now, cel_event)
             encoded = None
+            plan = None
+            if settled is None and scanned is not None and found is not None:
+                plan = self._plan(target, found[0], found[1])
+            if settled is not None:
+                decision = settled
+            elif plan is not None:
+                decision, encoded = self._spliced(target, plan, scanned, event, now, snapshot)
+            else:
+                decision = decide(grant, event, now, snapshot, cel_event)
+                counts[target.encoded_whole] += 1
             if decision.view is not None:
                 decision, encoded = written(grant, decision, self._encoders)
             outcome = decision.outcome
             if encoded is not None:
                 output = Output(
-                    grant.topic, decision.key, encoded, [event_header, *target.headers, *source]
+                    target.topic, decision.key, encoded, [event_header, *target.headers, *source]
                 )
                 routing.deliveries.append((grant, output))
                 for counter in target.masks_applied:
-                    counter.inc()
+                    counts[counter] += 1
             elif outcome == "failed" and decision.rows_held:
                 routing.dead_letters.append(
                     self._subscriber_dead_letter(target, event, decision, [event_header, *source])
@@ -305,10 +375,10 @@ class Router:
                     )
                 )
             elif outcome == "filtered":
-                target.filtered.inc()
+                counts[target.filtered] += 1
             else:  # denied or expired
                 label = outcome if outcome == "expired" else decision.reason
-                metric_child(EVENTS_DENIED, *target.labels, label).inc()
+                counts[metric_child(EVENTS_DENIED, *target.labels, label)] += 1
             decisions.append(
                 {
                     "subscriber": grant.grant.subscriber,
@@ -334,6 +404,34 @@ class Router:
                 Output(AUDIT_TOPIC, chain.encode(), self._chains.seal(chain, content))
             )
         return routing
+
+    def _spliced(
+        self,
+        target: _Target,
+        plan: ViewPlan,
+        scanned: Scanned | None,
+        event: ChangeEvent,
+        now: dt.datetime,
+        tables: PolicySnapshot,
+    ) -> tuple[Decision, bytes | None]:
+        """The delivered decision with its view spliced from the source bytes; where the
+        plan fails on this record (a mask or a derived field raised, a value does not
+        encode), the reference path's decision, which says why alike."""
+        grant = target.grant
+        try:
+            assert scanned is not None
+            record = event["after"] or event["before"]
+            key = None
+            if grant.record_key is not None and record is not None:
+                key = grant.record_key(record)
+            view = plan.view(scanned, event, now, tables)
+        except RegistryUnavailable:
+            raise
+        except Exception:
+            self.counts[target.encoded_whole] += 1
+            decision = decide(grant, event, now, tables)
+            return decision, None
+        return Decision("delivered", "", None, key, True), view
 
     def _subscriber_dead_letter(
         self, target: _Target, event: ChangeEvent, decision: Decision, source: Headers
