@@ -266,7 +266,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1], help="engine phases: worker counts"
     )
-    parser.add_argument("--partitions", type=int, default=6, help="of a new source topic")
+    parser.add_argument("--partitions", type=int, default=12, help="of a new source topic")
     parser.add_argument(
         "--scaling", type=int, nargs="*", default=[1, 10, 50], help="grant counts (none: skip)"
     )

@@ -126,6 +126,9 @@ def _source_of(record: Any) -> int | None:
     """The coordinate of the source record an output was written for: from its headers, or
     for an audit record from its content."""
     found = dict(record.headers() or [])
+    if headers.ORIGIN in found:
+        origin = headers.read_origin(found[headers.ORIGIN])
+        return coordinate(origin.partition, origin.offset)
     if headers.SOURCE_OFFSET in found:
         return coordinate(int(found[headers.SOURCE_PARTITION]), int(found[headers.SOURCE_OFFSET]))
     if record.topic() == AUDIT_TOPIC:

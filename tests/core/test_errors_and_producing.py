@@ -47,12 +47,18 @@ def test_every_error_xbus_defines_is_an_xbus_error_with_a_reason() -> None:
 
 
 @pytest.mark.broker
-def test_a_refused_record_is_not_taken_as_written(bus: Bus) -> None:
+@pytest.mark.parametrize("errors_only", [False, True], ids=["every report", "failures only"])
+def test_a_refused_record_is_not_taken_as_written(bus: Bus, errors_only: bool) -> None:
     topic = f"test.refused.{uuid.uuid4().hex[:8]}"
     ensure_topics(bus.settings, {topic: 1})
     # The client lets 3 MB through; the broker's limit (1 MB) refuses it (random bytes, so
-    # that compression cannot bring it under).
-    producer = Producer(bus.settings.producer_config(**{"message.max.bytes": 4_000_000}))
+    # that compression cannot bring it under). The engine's producer asks for delivery
+    # reports of failures only: a refusal must still be seen.
+    producer = Producer(
+        bus.settings.producer_config(
+            **{"message.max.bytes": 4_000_000, "delivery.report.only.error": errors_only}
+        )
+    )
     records = [Record(topic, b"small", b"k1"), Record(topic, os.urandom(3_000_000), b"k2")]
     with pytest.raises(Unacknowledged, match=r"2 records.*1 refused") as caught:
         produce_and_confirm(producer, records, timeout=30, what="2 records")

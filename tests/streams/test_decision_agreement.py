@@ -278,6 +278,13 @@ def test_explain_and_the_engine_decide_alike(
         if explained.view is not None:
             assert explained.reason == ""
             assert delivered[grant_id].value == _wire(grant, explained.view)
+            assert headers.read_origin(dict(delivered[grant_id].headers)[headers.ORIGIN]) == (
+                grant_id,
+                1,
+                DATASET.topic,
+                2,
+                40,
+            )
             whole = metric_child(ENGINE_VIEWS_ENCODED_WHOLE, grant.grant.subscriber, DATASET.name)
             assert router.counts[whole] == 0, "the view was encoded whole, not spliced"
             # The key explain reports is the engine's, and comes from the view.

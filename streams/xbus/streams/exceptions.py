@@ -12,3 +12,11 @@ class GrantFailed(XbusError):
     grant is ``failed`` and its original bytes go to the dead letters."""
 
     reason = "grant_failed"
+
+
+class NoViewPlan(XbusError):
+    """A writer schema or a grant's view has what a view plan does not handle (an envelope
+    or field encoded otherwise than the view's, a type without an encoder): its views are
+    encoded whole instead (``xbus.streams.view_plans``)."""
+
+    reason = "no_view_plan"

@@ -196,6 +196,7 @@ class _Target:
     grant: CompiledGrant
     topic: str
     headers: Headers
+    origin: bytes
     labels: tuple[str, str]
     filtered: Any
     encoded_whole: Any
@@ -212,6 +213,7 @@ class _Target:
                 (headers.GRANT_ID, _header(grant.grant.grant)),
                 (headers.GRANT_VERSION, _header(grant.version)),
             ],
+            headers.origin_grant_part(grant.grant.grant, grant.version),
             labels,
             metric_child(EVENTS_FILTERED, *labels),
             metric_child(ENGINE_VIEWS_ENCODED_WHOLE, *labels),
@@ -327,6 +329,7 @@ class Router:
             return routing
         cel_event = CelEvent(event, pruned=True)
         event_header = (headers.EVENT_ID, event_id.encode())
+        source_part = headers.origin_source_part(topic, partition, offset)
         decisions: list[dict[str, Any]] = []
         scanned: Scanned | None = None
         found = self._scanner(value) if targets and value is not None else None
@@ -354,9 +357,8 @@ class Router:
                 decision, encoded = written(grant, decision, self._encoders)
             outcome = decision.outcome
             if encoded is not None:
-                output = Output(
-                    target.topic, decision.key, encoded, [event_header, *target.headers, *source]
-                )
+                origin = (headers.ORIGIN, target.origin + source_part)
+                output = Output(target.topic, decision.key, encoded, [event_header, origin])
                 routing.deliveries.append((grant, output))
                 for counter in target.masks_applied:
                     counts[counter] += 1

@@ -27,15 +27,12 @@ import fastavro
 
 from xbus.core.avro_names import PRIMITIVES, NamedTypes, defined_name, namespace_of
 from xbus.core.envelope import ChangeEvent, Record
+from xbus.streams.exceptions import NoViewPlan
 from xbus.streams.policy import CompiledGrant, ReferenceTables
 
 Skip = Callable[[bytes, int], int]
 Encode = Callable[[Any], bytes]
 IMAGES = ("before", "after")
-
-
-class NoPlan(Exception):
-    """The writer schema or the view has what a plan does not handle."""
 
 
 def _read_long(data: bytes, pos: int) -> tuple[int, int]:
@@ -90,7 +87,7 @@ def skipper(t: Any, names: NamedTypes, namespace: str) -> Skip:
             return _PRIMITIVE_SKIPS[t]
         found = names.lookup(t, namespace)
         if found is None:
-            raise NoPlan(f"unknown Avro type {t}")
+            raise NoViewPlan(f"unknown Avro type {t}")
         return skipper(found, names, namespace)
     if isinstance(t, list):
         branches = [skipper(b, names, namespace) for b in t]
@@ -102,7 +99,7 @@ def skipper(t: Any, names: NamedTypes, namespace: str) -> Skip:
         return skip_union
     kind = t.get("type")
     if not isinstance(kind, str):
-        raise NoPlan(f"Avro type {kind!r} is not scanned")
+        raise NoViewPlan(f"Avro type {kind!r} is not scanned")
     if kind in PRIMITIVES:
         return _PRIMITIVE_SKIPS[kind]
     if kind == "enum":
@@ -138,7 +135,7 @@ def skipper(t: Any, names: NamedTypes, namespace: str) -> Skip:
                     pos = item(data, pos)
 
         return skip_blocks
-    raise NoPlan(f"Avro type {kind!r} is not scanned")
+    raise NoViewPlan(f"Avro type {kind!r} is not scanned")
 
 
 def _namespace_of(named: dict[str, Any], namespace: str) -> str:
@@ -149,12 +146,12 @@ def _namespace_of(named: dict[str, Any], namespace: str) -> str:
 def _record_of_image(t: Any, names: NamedTypes, namespace: str) -> dict[str, Any]:
     """The record branch of an image's ``["null", record]`` union."""
     if not (isinstance(t, list) and len(t) == 2 and t[0] == "null"):
-        raise NoPlan("an image is not a union of null and a record")
+        raise NoViewPlan("an image is not a union of null and a record")
     branch = t[1]
     if isinstance(branch, str):
         branch = names.lookup(branch, namespace)
     if not isinstance(branch, dict) or branch.get("type") != "record":
-        raise NoPlan("an image is not a record")
+        raise NoViewPlan("an image is not a record")
     return branch
 
 
@@ -184,11 +181,11 @@ class Scanner:
         self.fields: list[str] = [f["name"] for f in schema["fields"]]
         self.types: list[Any] = [f["type"] for f in schema["fields"]]
         if not set(IMAGES) <= set(self.fields):
-            raise NoPlan("the writer schema has no before and after")
+            raise NoViewPlan("the writer schema has no before and after")
         image = _record_of_image(schema["fields"][self.fields.index("before")]["type"], names, "")
         after = _record_of_image(schema["fields"][self.fields.index("after")]["type"], names, "")
         if after is not image:
-            raise NoPlan("before and after are records of different types")
+            raise NoViewPlan("before and after are records of different types")
         self.record = image
         inner = _namespace_of(image, namespace)
         self.record_fields: list[str] = [f["name"] for f in image["fields"]]
@@ -230,7 +227,7 @@ class Scanner:
                     pos = bounds[-1]
                 start = pos
             if pos != len(body):
-                raise NoPlan("the body is longer than its schema says")
+                raise NoViewPlan("the body is longer than its schema says")
             if pos > start:
                 segments.append(body[start:pos])
             return Scanned(body, segments, images)
@@ -245,7 +242,7 @@ def _normal(t: Any, names: NamedTypes, namespace: str, seen: frozenset[str] = fr
             return t
         found = names.lookup(t, namespace)
         if found is None:
-            raise NoPlan(f"unknown Avro type {t}")
+            raise NoViewPlan(f"unknown Avro type {t}")
         key = f"{namespace}:{t}"
         if key in seen:
             return ("recursive", t.rsplit(".", 1)[-1])
@@ -254,7 +251,7 @@ def _normal(t: Any, names: NamedTypes, namespace: str, seen: frozenset[str] = fr
         return ("union", *(_normal(b, names, namespace, seen) for b in t))
     kind = t.get("type")
     if not isinstance(kind, str):
-        raise NoPlan(f"Avro type {kind!r} is not compared")
+        raise NoViewPlan(f"Avro type {kind!r} is not compared")
     if kind == "record":
         inner = _namespace_of(t, namespace)
         return ("record", *(_normal(f["type"], names, inner, seen) for f in t["fields"]))
@@ -268,7 +265,7 @@ def _normal(t: Any, names: NamedTypes, namespace: str, seen: frozenset[str] = fr
         return ("map", _normal(t["values"], names, namespace, seen))
     if kind in PRIMITIVES:
         return kind
-    raise NoPlan(f"Avro type {kind!r} is not compared")
+    raise NoViewPlan(f"Avro type {kind!r} is not compared")
 
 
 def _zigzag(n: int) -> bytes:
@@ -326,7 +323,7 @@ def encoder(t: Any, view_schema: dict[str, Any]) -> Encode:
     try:
         parsed = fastavro.parse_schema(t, named_schemas=named)
     except Exception as exc:
-        raise NoPlan(f"no encoder for {t!r}: {exc}") from exc
+        raise NoViewPlan(f"no encoder for {t!r}: {exc}") from exc
 
     def encode(v: Any) -> bytes:
         buffer = io.BytesIO()
@@ -348,12 +345,12 @@ class ViewPlan:
     def __init__(self, grant: CompiledGrant, scanner: Scanner, header: bytes) -> None:
         steps = grant.steps
         if steps is None:
-            raise NoPlan("the grant has no steps")
+            raise NoViewPlan("the grant has no steps")
         view_envelope = grant.view_schema
         view_names = NamedTypes(view_envelope)
         envelope_fields = [f["name"] for f in view_envelope["fields"]]
         if envelope_fields != scanner.fields:
-            raise NoPlan("the envelope's fields differ from the writer's")
+            raise NoViewPlan("the envelope's fields differ from the writer's")
         writer_names = NamedTypes(scanner.schema)
         for f, writer_type in zip(view_envelope["fields"], scanner.types, strict=True):
             if f["name"] in IMAGES:
@@ -361,7 +358,7 @@ class ViewPlan:
             ours = _normal(f["type"], view_names, _namespace_of(view_envelope, ""))
             theirs = _normal(writer_type, writer_names, _namespace_of(scanner.schema, ""))
             if ours != theirs:
-                raise NoPlan(f"the envelope's {f['name']} is written otherwise")
+                raise NoViewPlan(f"the envelope's {f['name']} is written otherwise")
         view_fields = grant.view_record["fields"]
         view_space = _namespace_of(grant.view_record, "")
         pieces: list[_Piece] = []
@@ -444,7 +441,7 @@ def plan_or_none(grant: CompiledGrant, scanner: Scanner, header: bytes) -> ViewP
     """The grant's plan for records of ``scanner``'s writer schema, if one can be made."""
     try:
         return ViewPlan(grant, scanner, header)
-    except NoPlan:
+    except NoViewPlan:
         return None
 
 
@@ -452,5 +449,5 @@ def scanner_or_none(schema: dict[str, Any]) -> Scanner | None:
     """The scanner of a writer schema, if it is an envelope a plan can be made for."""
     try:
         return Scanner(schema)
-    except NoPlan:
+    except NoViewPlan:
         return None
