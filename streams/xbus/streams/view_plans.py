@@ -236,10 +236,11 @@ class Scanner:
 
 
 def _normal(t: Any, names: NamedTypes, namespace: str, seen: frozenset[str] = frozenset()) -> Any:
-    """Type ``t`` as its encoding sees it: names resolved, docs, names and defaults left out."""
+    """Type ``t`` as its encoding and its meaning see it: names resolved; docs, names,
+    defaults and classifications left out; enum symbols and logical types kept."""
     if isinstance(t, str):
         if t in PRIMITIVES:
-            return t
+            return (t, None, None, None)
         found = names.lookup(t, namespace)
         if found is None:
             raise NoViewPlan(f"unknown Avro type {t}")
@@ -255,16 +256,16 @@ def _normal(t: Any, names: NamedTypes, namespace: str, seen: frozenset[str] = fr
     if kind == "record":
         inner = _namespace_of(t, namespace)
         return ("record", *(_normal(f["type"], names, inner, seen) for f in t["fields"]))
-    if kind == "enum":
-        return ("enum", len(t["symbols"]))
+    if kind == "enum":  # a symbol's index is its encoding
+        return ("enum", tuple(t["symbols"]))
     if kind == "fixed":
-        return ("fixed", t["size"])
+        return ("fixed", t["size"], t.get("logicalType"), t.get("precision"), t.get("scale"))
     if kind == "array":
         return ("array", _normal(t["items"], names, namespace, seen))
     if kind == "map":
         return ("map", _normal(t["values"], names, namespace, seen))
-    if kind in PRIMITIVES:
-        return kind
+    if kind in PRIMITIVES:  # a decimal's scale says what its bytes mean
+        return (kind, t.get("logicalType"), t.get("precision"), t.get("scale"))
     raise NoViewPlan(f"Avro type {kind!r} is not compared")
 
 
