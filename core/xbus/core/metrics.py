@@ -61,6 +61,11 @@ ENGINE_VIEWS_ENCODED_WHOLE = Counter(
     "failed on.",
     ["subscriber", "dataset"],
 )
+ENGINE_WRITES_REFUSED = Counter(
+    "xbus_engine_writes_refused_total",
+    "Writes of the engine Kafka refused or did not acknowledge in time; their batches are "
+    "routed again.",
+)
 ENGINE_PARTITIONS = Gauge(
     "xbus_engine_assigned_partitions",
     "Source-topic partitions assigned to this engine worker.",

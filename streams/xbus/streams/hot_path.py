@@ -1,12 +1,19 @@
 """The engine's hot path: one librdkafka consumer in the engine's group, subscribed by
-pattern to every ``gov.*`` topic, routing its records in batches.
+pattern to every ``gov.*`` topic, routing its records in batches, and one idempotent
+producer writing what they lead to.
 
-Per batch: consume up to ``BATCH`` records, route them all (``xbus.streams.routing``), write
-every output with one idempotent producer, wait until Kafka acknowledged each write, and only
-then store the batch's offsets for commit (at least once). Everything runs on one thread, so
-a rebalance (served inside ``consume``) never finds a batch half done: what was consumed
-before it is written and its offsets stored, and librdkafka commits them as it gives the
-partitions up.
+Per batch: consume up to ``BATCH`` records, route them all (``xbus.streams.routing``) and
+hand every output to the producer; the offsets of a batch are stored for commit only once
+Kafka acknowledged each of its writes (at least once). Batches are pipelined: while up to
+``IN_FLIGHT`` batches wait for their acknowledgements the next one is routed, and batches
+are settled in order, so a stored offset never passes a batch whose writes are not all
+acknowledged. Everything runs on one thread; before a rebalance gives partitions up (inside
+``consume``) and before the consumer closes, every batch in flight is settled, so what was
+done is committed and nothing half done is.
+
+A write Kafka refuses (or does not acknowledge within ``WRITE_TIMEOUT``) sends the worker
+back to the first offsets of the batches in flight, to route them again; a registry outage
+holds the batch being routed and retries it with growing pauses.
 
 A ``gov.*`` topic whose dataset the engine does not know is looked up in the registry when
 it is assigned; until its dataset is registered its partitions stay paused (nothing of them
@@ -18,15 +25,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from xbus.core.admin import ensure_topics
 from xbus.core.catalog import Dataset
-from xbus.core.errors import RegistryUnavailable, Unacknowledged
-from xbus.core.metrics import ENGINE_LATENCY, ENGINE_PARTITIONS, EVENTS_DELIVERED
+from xbus.core.errors import RegistryUnavailable
+from xbus.core.metrics import (
+    ENGINE_LATENCY,
+    ENGINE_PARTITIONS,
+    ENGINE_WRITES_REFUSED,
+    EVENTS_DELIVERED,
+)
+from xbus.core.producing import produce
 from xbus.core.settings import BusSettings
 from xbus.core.topics import DELIVERY_PREFIX, SOURCE_PREFIX, parse_source_topic
 from xbus.streams.audit import AuditChains, chain_of
@@ -37,7 +52,60 @@ log = logging.getLogger(__name__)
 SOURCES_PATTERN = "^" + SOURCE_PREFIX.replace(".", "\\.")
 BATCH = 1000
 BATCH_WAIT = 0.05
+IN_FLIGHT = 3
+WRITE_TIMEOUT = 120.0
 GRANTS_WAIT = 60.0
+
+
+class Batch:
+    """A batch whose writes are in flight: where its records start and end per partition,
+    the chains it extended, its metric counts, and its delivery reports as they come."""
+
+    __slots__ = ("counts", "ends", "outstanding", "refused", "sent", "started", "starts", "touched")
+
+    def __init__(self, records: Sequence[Message], started: float) -> None:
+        self.starts: dict[tuple[str, int], int] = {}
+        self.ends: dict[tuple[str, int], int] = {}
+        for m in records:
+            where = (m.topic() or "", m.partition() or 0)
+            offset = m.offset() or 0
+            self.starts.setdefault(where, offset)
+            self.ends[where] = offset + 1
+        self.touched = {chain_of(topic, partition) for topic, partition in self.starts}
+        self.counts: Counter[Any] = Counter()
+        self.outstanding = 0
+        self.refused: list[str] = []
+        self.started = started
+        self.sent = 0.0
+
+    def report(self, error: Any, message: Any) -> None:
+        """The delivery report of one of the batch's writes."""
+        self.outstanding -= 1
+        if error is not None:
+            self.refused.append(f"{message.topic()}[{message.partition()}]: {error}")
+
+
+class OutputWriter:
+    """The engine's producer (idempotent, acks from all in-sync replicas)."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self._producer = Producer(settings.producer_config(**{"linger.ms": 2}))
+
+    def send(self, outputs: Iterable[Output], batch: Batch) -> None:
+        """Hand ``outputs`` to the producer; their delivery reports go to ``batch``."""
+        producer, report = self._producer, batch.report
+        for o in outputs:
+            batch.outstanding += 1
+            produce(producer, o.topic, o.value, o.key, headers=o.headers, on_delivery=report)
+        batch.sent = time.monotonic()
+
+    def serve(self, timeout: float) -> None:
+        """Serve the delivery reports that arrived, waiting up to ``timeout`` for one."""
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        """Wait for every write in flight (their reports served); how many are left."""
+        return int(self._producer.flush(timeout))
 
 
 @dataclass
@@ -80,14 +148,15 @@ class HotPath:
         router: Router,
         chains: AuditChains,
         sources: Sources,
-        write: Callable[[list[Output]], None],
+        writer: OutputWriter,
         *,
         ready: threading.Event | None = None,
         discovery_interval: float = 10.0,
+        pattern: str = SOURCES_PATTERN,
     ) -> None:
         self._settings, self._router, self._chains = settings, router, chains
-        self._sources, self._write_outputs, self._ready = sources, write, ready
-        self._discovery_interval = discovery_interval
+        self._sources, self._writer, self._ready = sources, writer, ready
+        self._discovery_interval, self._pattern = discovery_interval, pattern
         self._consumer = Consumer(
             settings.kafka_config(
                 **{
@@ -108,6 +177,7 @@ class HotPath:
         )
         self._paused: set[tuple[str, int]] = set()
         self._known_outputs: set[str] = set()
+        self._in_flight: deque[Batch] = deque()
         self.stopping = threading.Event()
         self.finished = threading.Event()
 
@@ -116,17 +186,22 @@ class HotPath:
         try:
             self._wait_for_grants()
             self._consumer.subscribe(
-                [SOURCES_PATTERN], on_assign=self._on_assign, on_revoke=self._on_revoke
+                [self._pattern], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
             next_look = time.monotonic() + self._discovery_interval
             while not self.stopping.is_set():
-                messages = self._consumer.consume(BATCH, BATCH_WAIT)
+                # With batches in flight, take what is there and go on serving their reports.
+                wait = 0.0 if self._in_flight else BATCH_WAIT
+                messages = self._consumer.consume(BATCH, wait)
                 records = [m for m in messages if self._is_record(m)]
                 if records:
-                    self._route_batch(records)
+                    self._send_batch(records)
+                full = len(self._in_flight) >= IN_FLIGHT
+                self._settle(block=full or (not records and bool(self._in_flight)))
                 if self._paused and time.monotonic() >= next_look:
                     self._resume_known()
                     next_look = time.monotonic() + self._discovery_interval
+            self._settle_all()
         finally:
             self._consumer.close()
             self.finished.set()
@@ -164,6 +239,8 @@ class HotPath:
         ENGINE_PARTITIONS.set(len(partitions) - len(unknown))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # What is in flight is settled, and its offsets stored, before the partitions go.
+        self._settle_all()
         self._chains.forget()
         self._paused.clear()
         ENGINE_PARTITIONS.set(0)
@@ -175,37 +252,82 @@ class HotPath:
             self._paused.difference_update(ready)
             ENGINE_PARTITIONS.inc(len(ready))
 
-    def _route_batch(self, records: list[Message]) -> None:
-        """Route, write and store the offsets of one batch; on a write Kafka did not
-        acknowledge, go back to the batch's first offsets and route it again."""
-        started = time.perf_counter()
-        touched = {chain_of(m.topic() or "", m.partition() or 0) for m in records}
-        self._chains.prepare(touched)
+    def _send_batch(self, records: list[Message]) -> None:
+        """Route one batch and hand its writes to the producer."""
+        batch = Batch(records, time.perf_counter())
+        self._chains.prepare(batch.touched)
         routings = self._route_until_done(records)
         if routings is None:  # stopping during a registry outage: nothing is stored
             return
-        try:
-            self._write(routings)
-        except Unacknowledged as exc:
-            # Some of the batch's audit records may be written, some not: its chains' heads
-            # are read back from the topic before they are extended again.
-            self._chains.forget(touched)
-            self._router.counts.clear()  # counted again when routed again
-            log.error("%s; the batch is routed again", exc)
-            self._rewind(records)
-            self.stopping.wait(1.0)
-            return
-        self._store(records)
-        self._router.flush_metrics()
-        elapsed = time.perf_counter() - started
-        delivered: dict[tuple[str, str], int] = {}
+        outputs = [o for r in routings for o in r.outputs]
+        self._ensure_topics(outputs)
+        router = self._router
+        batch.counts, router.counts = router.counts, Counter()
         for routing in routings:
             for grant, _ in routing.deliveries:
                 labels = (grant.grant.subscriber, grant.dataset.name)
-                delivered[labels] = delivered.get(labels, 0) + 1
-        for (subscriber, dataset), count in delivered.items():
-            metric_child(EVENTS_DELIVERED, subscriber, dataset, "topic").inc(count)
-        ENGINE_LATENCY.observe(elapsed)
+                batch.counts[metric_child(EVENTS_DELIVERED, *labels, "topic")] += 1
+        self._writer.send(outputs, batch)
+        self._in_flight.append(batch)
+
+    def _settle(self, *, block: bool) -> None:
+        """Store the offsets of the batches at the front whose writes are all acknowledged,
+        in order; with ``block``, wait until at least one is."""
+        writer, in_flight = self._writer, self._in_flight
+        writer.serve(0)
+        while in_flight:
+            front = in_flight[0]
+            if front.outstanding > 0 and not front.refused:
+                if not block:
+                    return
+                if time.monotonic() - front.sent < WRITE_TIMEOUT:
+                    writer.serve(0.01)
+                    continue
+                front.refused.append(f"{front.outstanding} unacknowledged after {WRITE_TIMEOUT:g}s")
+            if front.refused:
+                self._go_back()
+                return
+            in_flight.popleft()
+            self._store(front.ends)
+            for child, count in front.counts.items():
+                child.inc(count)
+            ENGINE_LATENCY.observe(time.perf_counter() - front.started)
+            block = False
+
+    def _settle_all(self) -> None:
+        """Wait for every batch in flight and settle them all."""
+        if self._in_flight:
+            self._writer.flush(WRITE_TIMEOUT)
+            self._settle(block=False)
+            if self._in_flight:  # what was not acknowledged in time
+                self._go_back()
+
+    def _go_back(self) -> None:
+        """Kafka refused a write of a batch in flight: wait for the others, then route every
+        batch not yet settled again from its first offsets. Some of their audit records may
+        be written, some not: their chains' heads are read back from the topic before they
+        are extended again."""
+        self._writer.flush(WRITE_TIMEOUT)
+        batches, self._in_flight = list(self._in_flight), deque()
+        refused = [r for b in batches for r in b.refused]
+        ENGINE_WRITES_REFUSED.inc(len(refused))
+        log.error(
+            "Kafka did not take the writes of %d batch(es) (%d refused: %s); they are routed again",
+            len(batches),
+            len(refused),
+            "; ".join(refused[:3]),
+        )
+        starts: dict[tuple[str, int], int] = {}
+        for batch in batches:
+            self._chains.forget(batch.touched)
+            for where, offset in batch.starts.items():
+                starts.setdefault(where, offset)
+        for (topic, partition), offset in starts.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                log.warning("cannot go back to %s[%d]@%d: %s", topic, partition, offset, exc)
+        self.stopping.wait(1.0)
 
     def _route_until_done(self, records: Sequence[Message]) -> list[Routing] | None:
         """Route a batch; while the registry is unavailable, wait and try again (with growing
@@ -229,10 +351,9 @@ class HotPath:
                     return None
                 delay = min(delay * 2, 30.0)
 
-    def _write(self, routings: list[Routing]) -> None:
-        outputs = [o for r in routings for o in r.outputs]
-        # The subscribers' topics, and their dead-letter topics (one partition: a few
-        # letters, read in order), made on first write.
+    def _ensure_topics(self, outputs: list[Output]) -> None:
+        """The subscribers' topics, and their dead-letter topics (one partition: a few
+        letters, read in order), made on first write."""
         missing = {
             o.topic for o in outputs if o.topic.startswith(DELIVERY_PREFIX)
         } - self._known_outputs
@@ -241,13 +362,9 @@ class HotPath:
                 self._settings, {t: 1 if t.endswith("._dead_letters") else 3 for t in missing}
             )
             self._known_outputs.update(missing)
-        self._write_outputs(outputs)
 
-    def _store(self, records: list[Message]) -> None:
-        """Store the next offset of every partition of the batch, to be committed."""
-        ends: dict[tuple[str, int], int] = {}
-        for m in records:
-            ends[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+    def _store(self, ends: dict[tuple[str, int], int]) -> None:
+        """Store the next offset of every partition of a settled batch, to be committed."""
         try:
             self._consumer.store_offsets(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()]
@@ -256,13 +373,3 @@ class HotPath:
             # The partitions went to another worker meanwhile (a long registry outage): it
             # routes them again from their last commit, at least once.
             log.warning("offsets not stored, the batch will be routed again: %s", exc)
-
-    def _rewind(self, records: list[Message]) -> None:
-        starts: dict[tuple[str, int], int] = {}
-        for m in records:
-            starts.setdefault((m.topic() or "", m.partition() or 0), m.offset() or 0)
-        for (topic, partition), offset in starts.items():
-            try:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as exc:
-                log.warning("cannot go back to %s[%d]@%d: %s", topic, partition, offset, exc)

@@ -3,7 +3,7 @@
 Faust runs the worker's lifecycle (start, signals, a clean stop) and starts no Kafka client:
 the routing runs on librdkafka in ``xbus.streams.hot_path``, on a thread of its own, with
 ``Router`` (``xbus.streams.routing``) deciding what each event leads to and ``OutputWriter``
-writing it all with one producer. A background thread follows the grants and reference
+writing it all. A background thread follows the grants and reference
 tables (``xbus.streams.state``).
 
 At least once: a batch's offsets are stored for commit only after Kafka acknowledged every
@@ -17,49 +17,24 @@ import logging
 from typing import Any
 
 import faust
-from confluent_kafka import Producer
 from faust.app.base import BootStrategy
 from mode import Service
 
 from xbus.core.admin import ensure_topics
 from xbus.core.catalog import Catalog
-from xbus.core.producing import produce_and_confirm
 from xbus.core.serde import WriterSchemas, registry_client
 from xbus.core.settings import BusSettings, home_dir
 from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, GRANTS_TOPIC
 from xbus.streams.audit import AuditChains
 from xbus.streams.audit_trail import recover_heads
-from xbus.streams.hot_path import HotPath, Sources
-from xbus.streams.routing import Output, Router, ViewEncoders
+from xbus.streams.hot_path import HotPath, OutputWriter, Sources
+from xbus.streams.routing import Router, ViewEncoders
 from xbus.streams.sources import engine_catalog, registered_dataset
 from xbus.streams.state import PolicyState
 
 log = logging.getLogger(__name__)
 
 ENGINE_GROUP = "xbus-engine"
-WRITE_TIMEOUT = 120.0
-
-
-class OutputWriter:
-    """Writes a batch's outputs with librdkafka (idempotent, acks=all) and returns once Kafka
-    acknowledged them all; raises ``Unacknowledged`` if any was not taken, so the batch is
-    not acknowledged either."""
-
-    def __init__(self, settings: BusSettings) -> None:
-        # Delivery reports only for what Kafka refused: the batch's flush still waits for
-        # every record, and a refusal still reaches ``produce_and_confirm``; the reports of
-        # records that went through cost a Python call each and say nothing.
-        self._producer = Producer(
-            settings.producer_config(**{"linger.ms": 2, "delivery.report.only.error": True})
-        )
-
-    def write(self, outputs: list[Output]) -> None:
-        produce_and_confirm(
-            self._producer,
-            outputs,
-            timeout=WRITE_TIMEOUT,
-            what=f"the {len(outputs)} writes of a batch, whose events stay unacknowledged",
-        )
 
 
 class _EngineBoot(BootStrategy):
@@ -139,7 +114,7 @@ def build_app(
         router,
         chains,
         sources,
-        OutputWriter(settings).write,
+        OutputWriter(settings),
         ready=state.caught_up,
         discovery_interval=discovery_interval,
     )
