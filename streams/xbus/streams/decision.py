@@ -21,7 +21,7 @@ A reason never carries the record's values: it goes to the audit trail.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import cel
 
@@ -54,33 +54,36 @@ class CelEvent:
     every grant judged on the same event (the conversion costs more than a filter).
 
     ``pruned``: a row filter's context holds, of ``before`` and ``after``, only the fields
-    the filter reads (``CompiledGrant.row_fields``, as the expression check found them); the
-    rest of a record costs its conversion and cannot change the verdict."""
+    the filter reads (``CompiledGrant.row_fields``, as the expression check found them), and
+    of the envelope's other variables only those the filter names; the rest costs its
+    conversion and cannot change the verdict."""
 
-    __slots__ = ("_base", "_context", "_event", "_pruned", "_pruned_contexts")
+    __slots__ = ("_context", "_event", "_pruned", "_pruned_contexts")
 
     def __init__(self, event: ChangeEvent, *, pruned: bool = False) -> None:
         self._event = event
         self._pruned = pruned
         self._context: cel.Context | None = None
-        self._base: dict[str, Any] | None = None
-        self._pruned_contexts: dict[frozenset[str], cel.Context] = {}
+        self._pruned_contexts: dict[tuple[frozenset[str], frozenset[str]], cel.Context] = {}
 
-    def context(self, fields: frozenset[str] | None = None) -> cel.Context:
-        """The CEL context of the event's variables (``op``, ``before``, ``after``...), its
-        records cut to ``fields`` if this event is ``pruned`` and they are given."""
-        if not self._pruned or fields is None:
+    def context(
+        self, fields: frozenset[str] | None = None, names: frozenset[str] | None = None
+    ) -> cel.Context:
+        """The CEL context of the event's variables (``op``, ``before``, ``after``...); if
+        this event is ``pruned`` and they are given, its records cut to ``fields`` and its
+        other variables to ``names``."""
+        if not self._pruned or fields is None or names is None:
             if self._context is None:
                 self._context = cel.Context(cel_value(self._event))
             return self._context
-        found = self._pruned_contexts.get(fields)
+        found = self._pruned_contexts.get((fields, names))
         if found is None:
             event = self._event
-            if self._base is None:
-                self._base = {
-                    k: cel_value(v) for k, v in event.items() if k not in ("before", "after")
-                }
-            variables = dict(self._base)
+            variables = {
+                k: cel_value(v)
+                for k, v in event.items()
+                if k in names and k not in ("before", "after")
+            }
             for image in ("before", "after"):
                 record = event[image]
                 variables[image] = (
@@ -89,7 +92,7 @@ class CelEvent:
                     else {f: cel_value(record[f]) for f in fields if f in record}
                 )
             found = cel.Context(variables)
-            self._pruned_contexts[fields] = found
+            self._pruned_contexts[(fields, names)] = found
         return found
 
 
@@ -110,7 +113,7 @@ def admit(
     if op not in g.operations:
         return Decision("denied", f"operation {op} not granted")
     if grant.rows is not None:
-        context = (cel_event or CelEvent(event)).context(grant.row_fields)
+        context = (cel_event or CelEvent(event)).context(grant.row_fields, grant.row_names)
         try:
             verdict = grant.rows.execute(context)
         except Exception as exc:  # CEL raises builtin errors of many kinds

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -307,6 +308,12 @@ class CompiledGrant:
     def row_fields(self) -> frozenset[str]:
         """The top-level fields of the dataset the row filter reads."""
         return frozenset(path.split(".", 1)[0] for path in self.row_reads)
+
+    @functools.cached_property
+    def row_names(self) -> frozenset[str]:
+        """The words of the row filter: a variable of the event it does not name, it cannot
+        read."""
+        return frozenset(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", self.grant.rows or ""))
 
     @functools.cached_property
     def topic(self) -> str:
