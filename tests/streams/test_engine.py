@@ -9,6 +9,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -194,6 +195,22 @@ def test_poison_input_goes_to_dead_letters_and_good_events_flow(
     assert found[poison]["xbus-source-topic"] == CLINICS.encode()
 
 
+def _shared_by(
+    bus: Bus, ports: list[int], watched: str, seed: int
+) -> tuple[set[str], dict[str, Any], list[float]]:
+    """Once the workers serving /metrics on ``ports`` all hold partitions: 300 events
+    published, what ``watched`` received of them, and how many each worker delivered."""
+    wait_for(
+        lambda: all((_metric(p, "xbus_engine_assigned_partitions", "") or 0) > 0 for p in ports),
+        60,
+        "every worker to be assigned partitions",
+    )
+    ids = set(_publish(bus, count=300, seed=seed))
+    got = read_events(bus.settings, f"deliver.{watched}.clinic", ids, 120)
+    label = f'subscriber="{watched}"'
+    return ids, got, [_metric(p, "xbus_events_delivered_total", label) or 0 for p in ports]
+
+
 def test_two_workers_share_the_partitions_and_lose_nothing(
     registered: Bus, tmp_path: Path, subscribers: tuple[str, str]
 ) -> None:
@@ -209,18 +226,7 @@ def test_two_workers_share_the_partitions_and_lose_nothing(
         engine(bus, tmp_path, app_id, port=ports[0], name="engine-1"),
         engine(bus, tmp_path, app_id, port=ports[1], name="engine-2"),
     ):
-        wait_for(
-            lambda: all(
-                (_metric(p, "xbus_engine_assigned_partitions", "") or 0) > 0 for p in ports
-            ),
-            60,
-            "both workers to be assigned partitions",
-        )
-        ids = set(_publish(bus, count=300, seed=7))
-        got = read_events(bus.settings, f"deliver.{watched}.clinic", ids, 120)
-        per_worker = [
-            _metric(p, "xbus_events_delivered_total", f'subscriber="{watched}"') or 0 for p in ports
-        ]
+        ids, got, per_worker = _shared_by(bus, ports, watched, seed=7)
     assert got.keys() == ids
     assert all(n > 0 for n in per_worker), per_worker
     assert sum(per_worker) >= len(ids)
@@ -238,18 +244,7 @@ def test_workers_option_runs_a_group_of_processes_that_share_the_work(
     base = metrics_port()
     ports = [base, base + 1]
     with engine(bus, tmp_path, f"many-{watched}", port=base, extra=("--workers", "2")) as parent:
-        wait_for(
-            lambda: all(
-                (_metric(p, "xbus_engine_assigned_partitions", "") or 0) > 0 for p in ports
-            ),
-            60,
-            "both worker processes to be assigned partitions",
-        )
-        ids = set(_publish(bus, count=300, seed=11))
-        got = read_events(bus.settings, f"deliver.{watched}.clinic", ids, 120)
-        per_worker = [
-            _metric(p, "xbus_events_delivered_total", f'subscriber="{watched}"') or 0 for p in ports
-        ]
+        ids, got, per_worker = _shared_by(bus, ports, watched, seed=11)
         parent.terminate()
         assert parent.wait(60) == 0
     assert got.keys() == ids
