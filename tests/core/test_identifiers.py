@@ -1,12 +1,16 @@
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xbus.core.identifiers import (
     credit_code,
+    credit_code_check,
     is_valid_credit_code,
     is_valid_resident_id,
     resident_id,
+    resident_id_check,
 )
 from xbus.producers.demodata import DISTRICTS, DemoData
 
@@ -58,3 +62,68 @@ def test_a_region_that_is_not_a_division_code_is_refused() -> None:
         resident_id("3101", dt.date(1990, 5, 17), 1)
     with pytest.raises(ValueError, match="not an administrative division code"):
         credit_code("上海市", 1)
+
+
+# The checks as GB 11643 and GB 32100 define them, character by character: the shortcuts the
+# module takes must agree with them on any text at all.
+def _resident_id_by_definition(number: str) -> bool:
+    return (
+        len(number) == 18
+        and number[:17].isdigit()
+        and resident_id_check(number[:17]) == number[17].upper()
+    )
+
+
+def _credit_code_by_definition(code: str) -> bool:
+    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+    return (
+        len(code) == 18
+        and all(c in alphabet for c in code)
+        and credit_code_check(code[:17]) == code[17]
+    )
+
+
+def _replaced(text: str, at: int, character: str) -> str:
+    return text[:at] + character + text[at + 1 :]
+
+
+_DIGITS = st.text(st.sampled_from("0123456789"), min_size=17, max_size=17)
+_VALID_IDS = _DIGITS.map(lambda body: body + resident_id_check(body))
+_CODE_CHARACTERS = st.sampled_from("0123456789ABCDEFGHJKLMNPQRTUWXY")
+_VALID_CODES = st.text(_CODE_CHARACTERS, min_size=17, max_size=17).map(
+    lambda body: body + credit_code_check(body)
+)
+# Digits of other scripts (which isdigit() takes), characters like the alphabet's, a surrogate.
+_ODD = st.sampled_from(["٣", "５", "²", "x", "X", "O", "I", "Z", " ", "é", "\ud800"])
+
+
+@settings(max_examples=3000)
+@given(
+    st.one_of(
+        st.text(max_size=20),
+        _VALID_IDS,
+        _VALID_IDS.map(str.lower),
+        st.builds(_replaced, _VALID_IDS, st.integers(0, 17), _ODD),
+    )
+)
+def test_resident_id_check_agrees_with_its_definition(number: str) -> None:
+    try:
+        expected = _resident_id_by_definition(number)
+    except ValueError:  # a digit isdigit() takes and int() does not ('²')
+        with pytest.raises(ValueError):
+            is_valid_resident_id(number)
+    else:
+        assert is_valid_resident_id(number) is expected
+
+
+@settings(max_examples=3000)
+@given(
+    st.one_of(
+        st.text(max_size=20),
+        st.text(_CODE_CHARACTERS, min_size=18, max_size=18),
+        _VALID_CODES,
+        st.builds(_replaced, _VALID_CODES, st.integers(0, 17), _ODD),
+    )
+)
+def test_credit_code_check_agrees_with_its_definition(code: str) -> None:
+    assert is_valid_credit_code(code) is _credit_code_by_definition(code)
