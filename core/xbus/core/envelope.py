@@ -13,7 +13,6 @@ import copy
 import datetime as dt
 import json
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from xbus.core.avro_names import defined_name
 from xbus.core.errors import CatalogError, SerializationError
+from xbus.core.event_ids import new_event_id
 
 if TYPE_CHECKING:
     from xbus.core.catalog import Dataset
@@ -159,7 +159,7 @@ def change_event(
 ) -> ChangeEvent:
     """A change event; ``event_id`` defaults to a fresh uuid and ``ts_ms`` to now."""
     return {
-        "event_id": event_id or str(uuid.uuid4()),
+        "event_id": event_id or new_event_id(),
         "department": department,
         "dataset": dataset,
         "op": op.value,
