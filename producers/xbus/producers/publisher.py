@@ -25,23 +25,16 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from xbus.core.catalog import Catalog, Dataset
-from xbus.core.envelope import (
-    ChangeEvent,
-    Op,
-    change_event,
-    check_event,
-    image_problem,
-    record_full_name,
-    with_union_branches,
-)
+from xbus.core.catalog import Catalog
+from xbus.core.envelope import ChangeEvent, Op
 from xbus.core.errors import CatalogError
-from xbus.core.metrics import EVENTS_PUBLISHED, EVENTS_REJECTED, PUBLISH_LATENCY
+from xbus.core.metrics import EVENTS_REJECTED
 from xbus.core.producing import produce
-from xbus.core.serde import WireEncoder, registered_schema_id, registry_client
+from xbus.core.serde import registered_schema_id, registry_client
 from xbus.core.settings import BusSettings, bus_settings
 from xbus.core.topics import value_subject
-from xbus.core.validation import FieldError, RecordValidator
+from xbus.core.validation import FieldError
+from xbus.producers.dataset_writer import DatasetWriter, Written
 from xbus.producers.exceptions import (
     BrokerUnreachable,
     DeliveryFailed,
@@ -89,24 +82,6 @@ class EventSpec:
     trace_id: str | None = None
 
 
-class _DatasetWriter:
-    """What a publisher needs per dataset: its validator, its registered encoder and its
-    metrics, bound once."""
-
-    def __init__(self, department: str, dataset: Dataset, encoder: WireEncoder) -> None:
-        self.dataset = dataset
-        self.validator = RecordValidator(dataset.schema)
-        self.encoder = encoder
-        self.record_name = record_full_name(dataset.schema)
-        self.published = EVENTS_PUBLISHED.labels(department, dataset.name)
-        self.latency = PUBLISH_LATENCY.labels(department, dataset.name)
-
-
-def _op_errors(op: Op, before: Any, after: Any) -> list[FieldError]:
-    problem = image_problem(op, before, after)
-    return [] if problem is None else [FieldError(problem.field, problem.detail)]
-
-
 class Publisher:
     """Publishes change events of the datasets one department owns."""
 
@@ -128,7 +103,7 @@ class Publisher:
         self._settings = settings or bus_settings()
         self._catalog = catalog or Catalog.load(self._settings.schemas_dir)
         self._registry = registry_client(self._settings)
-        self._writers: dict[str, _DatasetWriter] = {}
+        self._writers: dict[str, DatasetWriter] = {}
         config = self._settings.producer_config(
             **{"message.timeout.ms": int(delivery_timeout * 1000)}, **(producer_config or {})
         )
@@ -149,7 +124,7 @@ class Publisher:
 
     # -- the dataset -----------------------------------------------------------------------
 
-    def _writer(self, name: str) -> _DatasetWriter:
+    def _writer(self, name: str) -> DatasetWriter:
         writer = self._writers.get(name)
         if writer is not None:
             return writer
@@ -195,7 +170,9 @@ class Publisher:
                 f"the current schema of {dataset.qualified_name} ({dataset.path}) is not "
                 f"registered under {subject}; run `xbus schemas register` first"
             )
-        writer = _DatasetWriter(self.department, dataset, WireEncoder(schema_id, dataset.envelope))
+        writer = DatasetWriter(
+            self.department, dataset, schema_id, system=self.system, origin=self.origin
+        )
         self._writers[name] = writer
         return writer
 
@@ -203,54 +180,28 @@ class Publisher:
         EVENTS_REJECTED.labels(self.department, dataset, reason).inc(count)
 
     def _event(
-        self, writer: _DatasetWriter, spec: EventSpec, path: str = ""
+        self, writer: DatasetWriter, spec: EventSpec, path: str = ""
     ) -> tuple[ChangeEvent, list[FieldError]]:
-        errors = _op_errors(spec.op, spec.before, spec.after)
-        before = after = None
-        if spec.before is not None:
-            before, found = writer.validator.conform(spec.before, f"{path}before")
-            errors += found
-        if spec.after is not None:
-            after, found = writer.validator.conform(spec.after, f"{path}after")
-            errors += found
-        event = change_event(
-            department=self.department,
-            dataset=writer.dataset.name,
-            op=spec.op,
-            after=after,
-            before=before,
-            system=self.system,
-            origin=self.origin,
-            trace_id=spec.trace_id,
+        return writer.check(
+            spec.op,
+            spec.after,
+            spec.before,
             ts_ms=spec.ts_ms,
             event_id=spec.event_id,
+            trace_id=spec.trace_id,
+            path=path,
         )
-        if not errors:
-            # The checks the engine makes on what it reads, made here on what is built, so
-            # that nothing the engine would dead-letter is ever sent.
-            record = after if after is not None else before
-            assert record is not None  # _op_errors refused an event without its image
-            problem = check_event(
-                event, writer.dataset.topic, writer.dataset.key_of(record), writer.dataset
-            )
-            if problem is not None:
-                errors.append(FieldError(path + problem.field, problem.detail))
-        return event, errors
 
     # -- producing -------------------------------------------------------------------------
 
-    def _produce(self, writer: _DatasetWriter, event: ChangeEvent) -> Future[Receipt]:
-        dataset = writer.dataset
-        record = event["after"] if event["after"] is not None else event["before"]
-        # _event refused an event without the record its op needs.
-        assert record is not None
-        key = dataset.key_of(record).encode()
-        value = writer.encoder.encode(with_union_branches(event, writer.record_name))
+    def _produce(self, writer: DatasetWriter, written: Written) -> Future[Receipt]:
+        event_id, key, value = written
         if len(value) + len(key) > self._max_bytes:
-            self._reject(dataset.name, RecordTooLarge.reason)
-            raise RecordTooLarge(dataset.qualified_name, len(value) + len(key), self._max_bytes)
+            self._reject(writer.dataset.name, RecordTooLarge.reason)
+            raise RecordTooLarge(
+                writer.dataset.qualified_name, len(value) + len(key), self._max_bytes
+            )
         future: Future[Receipt] = Future()
-        event_id: str = event["event_id"]
         started = time.perf_counter()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
@@ -260,25 +211,23 @@ class Publisher:
                 future.set_result(
                     Receipt(event_id, msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
                 )
-                return
-            if err.code() in _UNREACHABLE:
-                self._reject(dataset.name, BrokerUnreachable.reason)
-                future.set_exception(
-                    BrokerUnreachable(
-                        f"Kafka at {self._settings.bootstrap_servers} did not acknowledge event "
-                        f"{event_id} within {self.delivery_timeout:.0f}s: {err.str()}"
-                    )
-                )
             else:
-                self._reject(dataset.name, DeliveryFailed.reason)
-                future.set_exception(
-                    DeliveryFailed(
-                        f"Kafka refused event {event_id} of {dataset.qualified_name}: {err.str()}"
-                    )
-                )
+                future.set_exception(self._failure(writer, event_id, err))
 
-        produce(self._producer, dataset.topic, value, key, on_delivery=on_delivery)
+        produce(self._producer, writer.topic, value, key, on_delivery=on_delivery)
         return future
+
+    def _failure(self, writer: DatasetWriter, event_id: str, err: KafkaError) -> PublishError:
+        if err.code() in _UNREACHABLE:
+            self._reject(writer.dataset.name, BrokerUnreachable.reason)
+            return BrokerUnreachable(
+                f"Kafka at {self._settings.bootstrap_servers} did not acknowledge event "
+                f"{event_id} within {self.delivery_timeout:.0f}s: {err.str()}"
+            )
+        self._reject(writer.dataset.name, DeliveryFailed.reason)
+        return DeliveryFailed(
+            f"Kafka refused event {event_id} of {writer.dataset.qualified_name}: {err.str()}"
+        )
 
     def publish(
         self,
@@ -297,11 +246,11 @@ class Publisher:
         """
         self._check_open()
         writer = self._writer(dataset)
-        event, errors = self._event(writer, EventSpec(op, after, before, ts_ms, event_id, trace_id))
-        if errors:
+        prepared = writer.prepare(op, after, before, ts_ms, event_id, trace_id)
+        if isinstance(prepared, list):
             self._reject(dataset, InvalidRecord.reason)
-            raise InvalidRecord(writer.dataset.qualified_name, errors)
-        return self._produce(writer, event)
+            raise InvalidRecord(writer.dataset.qualified_name, prepared)
+        return self._produce(writer, prepared)
 
     def publish_sync(self, dataset: str, op: Op, **fields: Any) -> Receipt:
         """Publish one event and wait for Kafka's acknowledgement."""
@@ -328,7 +277,7 @@ class Publisher:
     def produce_checked(self, dataset: str, events: Iterable[ChangeEvent]) -> list[Future[Receipt]]:
         """Queue events that ``check_batch`` found valid."""
         writer = self._writer(dataset)
-        return [self._produce(writer, event) for event in events]
+        return [self._produce(writer, writer.encode(event)) for event in events]
 
     def publish_batch(self, dataset: str, specs: Iterable[EventSpec]) -> list[Receipt]:
         """Publish a batch all or nothing as far as checking goes: if any record is invalid,
