@@ -7,6 +7,7 @@ import json
 import shutil
 import time
 import uuid
+from concurrent.futures import Future, wait
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from xbus.producers.exceptions import (
     SchemaNotRegistered,
     UnknownDataset,
 )
-from xbus.producers.publisher import EventSpec, Publisher
+from xbus.producers.publisher import EventSpec, Publisher, Receipt
 
 pytestmark = pytest.mark.broker
 
@@ -60,6 +61,29 @@ def test_sync_async_and_batch_events_decode_with_stock_tools(registered: Bus) ->
     assert event["after"]["registered_capital"] == licence["registered_capital"]
     assert event["source"] == {"system": "sdk-test", "origin": "sdk", "trace_id": "case-7"}
     assert created.topic == LICENCES and created.offset >= 0
+
+
+def test_futures_settle_without_a_flush_and_a_done_callback_may_publish_again(
+    registered: Bus,
+) -> None:
+    data = DemoData(seed=23)
+    again: list[Future[Receipt]] = []
+
+    def publish_again(_: Future[Receipt]) -> None:
+        again.append(p.publish("business_licence", Op.CREATE, after=data.business_licence()))
+
+    with Publisher("market_regulation", system="sdk-test", settings=registered.settings) as p:
+        first = p.publish("business_licence", Op.CREATE, after=data.business_licence())
+        first.add_done_callback(publish_again)  # called while the next ones are published
+        futures = [first] + [
+            p.publish("business_licence", Op.CREATE, after=data.business_licence())
+            for _ in range(1999)
+        ]
+        # No flush: publishing serves the acknowledgements, then the publisher's own thread.
+        _, pending = wait(futures, timeout=30)
+        assert not pending
+        assert again[0].result(timeout=30).topic == LICENCES
+    assert len({f.result().event_id for f in futures}) == 2000
 
 
 def test_invalid_records_are_refused_with_every_path_and_nothing_is_produced(

@@ -82,6 +82,12 @@ class EventSpec:
     trace_id: str | None = None
 
 
+class _ServingReports(threading.local):
+    """Whether this thread is inside a poll or flush of the publisher's producer."""
+
+    active = False
+
+
 class Publisher:
     """Publishes change events of the datasets one department owns."""
 
@@ -109,6 +115,8 @@ class Publisher:
         )
         self._max_bytes = int(config.get("message.max.bytes", MAX_MESSAGE_BYTES))
         self._producer = Producer(config)
+        self._serving = _ServingReports()
+        self._publishing = False  # whether an event was produced since the poller last looked
         self._closed = threading.Event()
         self._poller = threading.Thread(
             target=self._poll, name=f"publisher-{department}", daemon=True
@@ -116,11 +124,18 @@ class Publisher:
         self._poller.start()
 
     def _poll(self) -> None:
-        # Delivery reports are served in bursts every few milliseconds rather than one by
-        # one: each burst costs one hand-over of the GIL instead of one per report, which
-        # more than doubles the publishing rate of a busy producer.
+        # Each publish serves the reports that came back since the last (``_produce``); this
+        # thread serves them only once nothing was published for a while, e.g. while
+        # ``publish_sync`` waits. It must keep out of the publishing threads' way:
+        # confluent-kafka takes the GIL back for every single report, and against a thread
+        # that keeps the GIL busy, a thread serving reports got it about once per switch
+        # interval (5 ms), holding back the reports it had taken, by the thousand, and their
+        # futures with them.
         while not self._closed.wait(POLL_INTERVAL):
-            self._producer.poll(0)
+            if self._publishing:
+                self._publishing = False
+            else:
+                self._serve_reports()
 
     # -- the dataset -----------------------------------------------------------------------
 
@@ -215,6 +230,8 @@ class Publisher:
                 future.set_exception(self._failure(writer, event_id, err))
 
         produce(self._producer, writer.topic, value, key, on_delivery=on_delivery)
+        self._publishing = True
+        self._serve_reports()
         return future
 
     def _failure(self, writer: DatasetWriter, event_id: str, err: KafkaError) -> PublishError:
@@ -228,6 +245,19 @@ class Publisher:
         return DeliveryFailed(
             f"Kafka refused event {event_id} of {writer.dataset.qualified_name}: {err.str()}"
         )
+
+    def _serve_reports(self) -> None:
+        """Serve the delivery reports Kafka has sent back (their callbacks settle the futures),
+        unless this thread is serving them already: a done callback that publishes again
+        must not poll inside the poll (confluent-kafka's callbacks do not nest)."""
+        serving = self._serving
+        if serving.active:
+            return
+        serving.active = True
+        try:
+            self._producer.poll(0)
+        finally:
+            serving.active = False
 
     def publish(
         self,
@@ -295,7 +325,14 @@ class Publisher:
         """Wait until every queued event is acknowledged or has failed (its future says which).
 
         Raises ``BrokerUnreachable`` if events are still in flight after ``timeout``."""
-        remaining = self._producer.flush(self.delivery_timeout + 5 if timeout is None else timeout)
+        serving, was_serving = self._serving, self._serving.active
+        serving.active = True
+        try:
+            remaining = self._producer.flush(
+                self.delivery_timeout + 5 if timeout is None else timeout
+            )
+        finally:
+            serving.active = was_serving
         if remaining:
             raise BrokerUnreachable(
                 f"{remaining} event(s) still unacknowledged by Kafka at "
