@@ -34,6 +34,7 @@ from xbus.core.serde import registered_schema_id, registry_client
 from xbus.core.settings import BusSettings, bus_settings
 from xbus.core.topics import value_subject
 from xbus.core.validation import FieldError
+from xbus.producers.acknowledgement import Acknowledgement
 from xbus.producers.dataset_writer import DatasetWriter, Written
 from xbus.producers.exceptions import (
     BrokerUnreachable,
@@ -216,7 +217,7 @@ class Publisher:
             raise RecordTooLarge(
                 writer.dataset.qualified_name, len(value) + len(key), self._max_bytes
             )
-        future: Future[Receipt] = Future()
+        future: Acknowledgement[Receipt] = Acknowledgement()
         started = time.perf_counter()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
