@@ -101,13 +101,18 @@ def admit(
     event: ChangeEvent,
     now: dt.datetime,
     cel_event: CelEvent | None = None,
+    at: float | None = None,
 ) -> Decision | None:
     """The decision on ``event`` if its validity, operation or row filter settles it (not
-    delivered); None if the row filter holds, and the records are to be transformed."""
+    delivered); None if the row filter holds, and the records are to be transformed.
+    ``at``: ``now`` as a POSIX timestamp, if the caller has it already."""
     g = grant.grant
-    if now < g.valid_from:
+    start, until = grant.window
+    if at is None:
+        at = now.timestamp()
+    if at < start:
         return NOT_YET_VALID
-    if g.valid_until is not None and now >= g.valid_until:
+    if at >= until and g.valid_until is not None:
         return Decision("expired", f"expired at {g.valid_until.isoformat()}")
     op = event["op"]
     if op not in g.operations:

@@ -39,13 +39,12 @@ from xbus.core.metrics import (
     ENGINE_LATENCY,
     ENGINE_PARTITIONS,
     ENGINE_WRITES_REFUSED,
-    EVENTS_DELIVERED,
 )
 from xbus.core.producing import produce
 from xbus.core.settings import BusSettings
 from xbus.core.topics import DELIVERY_PREFIX, SOURCE_PREFIX, parse_source_topic
 from xbus.streams.audit import AuditChains, chain_of
-from xbus.streams.routing import Output, Router, Routing, metric_child
+from xbus.streams.routing import Output, Router, Routing
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +262,6 @@ class HotPath:
         self._ensure_topics(outputs)
         router = self._router
         batch.counts, router.counts = router.counts, Counter()
-        for routing in routings:
-            for grant, _ in routing.deliveries:
-                labels = (grant.grant.subscriber, grant.dataset.name)
-                batch.counts[metric_child(EVENTS_DELIVERED, *labels, "topic")] += 1
         self._writer.send(outputs, batch)
         self._in_flight.append(batch)
 

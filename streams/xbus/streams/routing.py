@@ -41,6 +41,7 @@ from xbus.core.headers import Headers
 from xbus.core.metrics import (
     DEAD_LETTERS,
     ENGINE_VIEWS_ENCODED_WHOLE,
+    EVENTS_DELIVERED,
     EVENTS_DENIED,
     EVENTS_FILTERED,
     MASKS_APPLIED,
@@ -188,20 +189,38 @@ def _header(value: object) -> bytes:
     return str(value).encode()
 
 
+def _source_headers(topic: str, partition: int, offset: int) -> Headers:
+    """A dead letter's headers naming the source record it stands for."""
+    return [
+        (headers.SOURCE_TOPIC, _header(topic)),
+        (headers.SOURCE_PARTITION, _header(partition)),
+        (headers.SOURCE_OFFSET, _header(offset)),
+    ]
+
+
+_UNMADE = object()
+"""A view plan not made yet."""
+
+_new_output = functools.partial(tuple.__new__, Output)
+"""``Output`` made from one tuple, without the named tuple's keyword handling."""
+
+
 @dataclass(frozen=True)
 class _Target:
-    """A grant made ready for routing once per policy snapshot: the headers naming it and
-    its metric children, so that no event pays for them again."""
+    """A grant made ready for routing once per policy snapshot: the headers naming it, its
+    metric children and its audit entries, so that no event pays for them again."""
 
     grant: CompiledGrant
     topic: str
     headers: Headers
     origin: bytes
     labels: tuple[str, str]
+    delivered: Any
     filtered: Any
     encoded_whole: Any
     masks_applied: tuple[Any, ...]
     dead_letters: str
+    entries: dict[tuple[str, str, bool], dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, grant: CompiledGrant) -> _Target:
@@ -215,6 +234,7 @@ class _Target:
             ],
             headers.origin_grant_part(grant.grant.grant, grant.version),
             labels,
+            metric_child(EVENTS_DELIVERED, *labels, "topic"),
             metric_child(EVENTS_FILTERED, *labels),
             metric_child(ENGINE_VIEWS_ENCODED_WHOLE, *labels),
             tuple(
@@ -222,6 +242,26 @@ class _Target:
             ),
             subscriber_dead_letter_topic(grant.grant.subscriber),
         )
+
+    def entry(self, outcome: str, reason: str, delivered: bool) -> dict[str, Any]:
+        """The grant's entry in an event's audit record for this outcome, made once (a
+        reason never carries a record's values, so there are few of them). Shared by every
+        audit record that holds it: never to be changed."""
+        key = (outcome, reason, delivered)
+        found = self.entries.get(key)
+        if found is None:
+            grant = self.grant
+            found = {
+                "subscriber": grant.grant.subscriber,
+                "grant": grant.grant.grant,
+                "version": grant.version,
+                "decision": outcome,
+                "reason": reason,
+                "masks": list(grant.masks) if delivered else [],
+            }
+            if len(self.entries) < 64:  # reasons naming a failure's text are not kept
+                self.entries[key] = found
+        return found
 
 
 class Router:
@@ -250,7 +290,7 @@ class Router:
             getattr(decoder, "schema", None) if splice else None
         )
         self._scanners: dict[int, Scanner | None] = {}
-        self._plans: dict[tuple[int, int], ViewPlan | None] = {}
+        self._plans: dict[tuple[str, int], list[Any]] = {}
         self.counts: Counter[Any] = Counter()
 
     def _scanner(self, value: bytes) -> tuple[Scanner, int] | None:
@@ -263,18 +303,24 @@ class Router:
         scanner = self._scanners[schema_id]
         return None if scanner is None else (scanner, schema_id)
 
-    def _plan(self, target: _Target, scanner: Scanner, schema_id: int) -> ViewPlan | None:
-        """The grant's view plan for records of writer schema ``schema_id`` (None: encoded
-        whole), made once per policy snapshot. Raises ``RegistryUnavailable``."""
-        key = (id(target), schema_id)
-        if key not in self._plans:
-            try:
-                encoder, _ = self._encoders(target.grant)
-            except GrantFailed:  # the registry refused the view: the reference path says so
-                self._plans[key] = None
-            else:
-                self._plans[key] = plan_or_none(target.grant, scanner, encoder.header)
-        return self._plans[key]
+    def _plans_of(self, topic: str, targets: tuple[_Target, ...], schema_id: int) -> list[Any]:
+        """The view plans of ``topic``'s grants (in the order of ``targets``) for records of
+        writer schema ``schema_id``, each made on first use (``_UNMADE`` until then) and
+        kept for the policy snapshot."""
+        key = (topic, schema_id)
+        plans = self._plans.get(key)
+        if plans is None:
+            plans = self._plans[key] = [_UNMADE] * len(targets)
+        return plans
+
+    def _plan(self, target: _Target, scanner: Scanner) -> ViewPlan | None:
+        """The grant's view plan for records of ``scanner``'s writer schema (None: encoded
+        whole). Raises ``RegistryUnavailable``."""
+        try:
+            encoder, _ = self._encoders(target.grant)
+        except GrantFailed:  # the registry refused the view: the reference path says so
+            return None
+        return plan_or_none(target.grant, scanner, encoder.header)
 
     def flush_metrics(self) -> None:
         """Add the counts of the events routed since the last call to their metrics (once
@@ -306,12 +352,8 @@ class Router:
         """What one source record leads to. Raises only ``RegistryUnavailable``: then the
         record is to be routed again later."""
         now = now or dt.datetime.now(dt.UTC)
+        at = now.timestamp()
         routing = Routing()
-        source: Headers = [
-            (headers.SOURCE_TOPIC, _header(topic)),
-            (headers.SOURCE_PARTITION, _header(partition)),
-            (headers.SOURCE_OFFSET, _header(offset)),
-        ]
         snapshot, targets = self._targets_of(topic)
         try:
             dataset_of_topic = targets[0].grant.dataset if targets else None
@@ -319,17 +361,27 @@ class Router:
             event_id, op = event["event_id"], event["op"]
             department, dataset = event["department"], event["dataset"]
         except SerializationError as exc:
-            routing.dead_letters.append(self._dead_letter(key, value, exc.reason, str(exc), source))
+            routing.dead_letters.append(
+                self._dead_letter(
+                    key, value, exc.reason, str(exc), _source_headers(topic, partition, offset)
+                )
+            )
             return routing
         except (KeyError, TypeError) as exc:  # a record of some other schema
             detail = f"not a change event: {failure_text(exc)}"
             routing.dead_letters.append(
-                self._dead_letter(key, value, "not_a_change_event", detail, source)
+                self._dead_letter(
+                    key,
+                    value,
+                    "not_a_change_event",
+                    detail,
+                    _source_headers(topic, partition, offset),
+                )
             )
             return routing
         cel_event = CelEvent(event, pruned=True)
         event_header = (headers.EVENT_ID, event_id.encode())
-        source_part = headers.origin_source_part(topic, partition, offset)
+        source = headers.origin_source_part(topic, partition, offset)
         decisions: list[dict[str, Any]] = []
         scanned: Scanned | None = None
         found = self._scanner(value) if targets and value is not None else None
@@ -339,32 +391,62 @@ class Router:
             except Exception:  # a body its schema does not describe: encoded whole
                 scanned = None
         counts = self.counts
-        for target in targets:
+        deliveries = routing.deliveries
+        plans: list[Any] = []
+        if scanned is not None:
+            plans = self._plans_of(topic, targets, found[1])  # type: ignore[index]
+        record = event["after"] or event["before"]
+        for i, target in enumerate(targets):
             grant = target.grant
-            settled = admit(grant, event, now, cel_event)
+            settled = admit(grant, event, now, cel_event, at)
             encoded = None
-            plan = None
-            if settled is None and scanned is not None and found is not None:
-                plan = self._plan(target, found[0], found[1])
+            if settled is None and plans:
+                plan = plans[i]
+                if plan is _UNMADE:
+                    plan = plans[i] = self._plan(target, found[0])  # type: ignore[index]
+                if plan is not None:
+                    # The fast path: the view spliced from the source bytes.
+                    try:
+                        view_key = None
+                        if grant.record_key is not None and record is not None:
+                            view_key = grant.record_key(record)
+                        encoded = plan.view(scanned, event, now, snapshot)
+                    except RegistryUnavailable:
+                        raise
+                    except Exception:  # the reference path says why
+                        encoded = None
+                    else:
+                        record_headers = [event_header, (headers.ORIGIN, target.origin + source)]
+                        output = _new_output((target.topic, view_key, encoded, record_headers))
+                        deliveries.append((grant, output))
+                        counts[target.delivered] += 1
+                        for counter in target.masks_applied:
+                            counts[counter] += 1
+                        decisions.append(target.entry("delivered", "", True))
+                        continue
             if settled is not None:
                 decision = settled
-            elif plan is not None:
-                decision, encoded = self._spliced(target, plan, scanned, event, now, snapshot)
             else:
                 decision = decide(grant, event, now, snapshot, cel_event)
                 counts[target.encoded_whole] += 1
-            if decision.view is not None:
-                decision, encoded = written(grant, decision, self._encoders)
+                if decision.view is not None:
+                    decision, encoded = written(grant, decision, self._encoders)
             outcome = decision.outcome
             if encoded is not None:
-                origin = (headers.ORIGIN, target.origin + source_part)
-                output = Output(target.topic, decision.key, encoded, [event_header, origin])
-                routing.deliveries.append((grant, output))
+                record_headers = [event_header, (headers.ORIGIN, target.origin + source)]
+                output = _new_output((target.topic, decision.key, encoded, record_headers))
+                deliveries.append((grant, output))
+                counts[target.delivered] += 1
                 for counter in target.masks_applied:
                     counts[counter] += 1
             elif outcome == "failed" and decision.rows_held:
                 routing.dead_letters.append(
-                    self._subscriber_dead_letter(target, event, decision, [event_header, *source])
+                    self._subscriber_dead_letter(
+                        target,
+                        event,
+                        decision,
+                        [event_header, *_source_headers(topic, partition, offset)],
+                    )
                 )
             elif outcome == "failed":
                 routing.dead_letters.append(
@@ -373,7 +455,7 @@ class Router:
                         value,
                         GrantFailed.reason,
                         f"grant {grant.grant.grant} v{grant.version}: {decision.reason}",
-                        [*source, target.headers[0]],
+                        [*_source_headers(topic, partition, offset), target.headers[0]],
                     )
                 )
             elif outcome == "filtered":
@@ -381,16 +463,7 @@ class Router:
             else:  # denied or expired
                 label = outcome if outcome == "expired" else decision.reason
                 counts[metric_child(EVENTS_DENIED, *target.labels, label)] += 1
-            decisions.append(
-                {
-                    "subscriber": grant.grant.subscriber,
-                    "grant": grant.grant.grant,
-                    "version": grant.version,
-                    "decision": outcome,
-                    "reason": decision.reason,
-                    "masks": list(grant.masks) if encoded is not None else [],
-                }
-            )
+            decisions.append(target.entry(outcome, decision.reason, encoded is not None))
         if decisions:
             chain = chain_of(topic, partition)
             content = {
@@ -403,37 +476,9 @@ class Router:
                 "decisions": decisions,
             }
             routing.audit.append(
-                Output(AUDIT_TOPIC, chain.encode(), self._chains.seal(chain, content))
+                _new_output((AUDIT_TOPIC, chain.encode(), self._chains.seal(chain, content), ()))
             )
         return routing
-
-    def _spliced(
-        self,
-        target: _Target,
-        plan: ViewPlan,
-        scanned: Scanned | None,
-        event: ChangeEvent,
-        now: dt.datetime,
-        tables: PolicySnapshot,
-    ) -> tuple[Decision, bytes | None]:
-        """The delivered decision with its view spliced from the source bytes; where the
-        plan fails on this record (a mask or a derived field raised, a value does not
-        encode), the reference path's decision, which says why alike."""
-        grant = target.grant
-        try:
-            assert scanned is not None
-            record = event["after"] or event["before"]
-            key = None
-            if grant.record_key is not None and record is not None:
-                key = grant.record_key(record)
-            view = plan.view(scanned, event, now, tables)
-        except RegistryUnavailable:
-            raise
-        except Exception:
-            self.counts[target.encoded_whole] += 1
-            decision = decide(grant, event, now, tables)
-            return decision, None
-        return Decision("delivered", "", None, key, True), view
 
     def _subscriber_dead_letter(
         self, target: _Target, event: ChangeEvent, decision: Decision, source: Headers
