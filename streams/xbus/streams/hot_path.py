@@ -189,9 +189,7 @@ class HotPath:
             )
             next_look = time.monotonic() + self._discovery_interval
             while not self.stopping.is_set():
-                # With batches in flight, take what is there and go on serving their reports.
-                wait = 0.0 if self._in_flight else BATCH_WAIT
-                messages = self._consumer.consume(BATCH, wait)
+                messages = self._take()
                 records = [m for m in messages if self._is_record(m)]
                 if records:
                     self._send_batch(records)
@@ -207,6 +205,19 @@ class HotPath:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def _take(self) -> list[Message]:
+        """The next batch: what librdkafka has fetched, up to ``BATCH`` records. With batches
+        in flight it does not wait (their reports are to be served); else it waits up to
+        ``BATCH_WAIT`` for the first record only, never for a batch to fill (``consume``
+        would wait out its whole timeout for fewer than ``BATCH`` records)."""
+        consumer = self._consumer
+        if self._in_flight:
+            return consumer.consume(BATCH, 0)
+        first = consumer.poll(BATCH_WAIT)
+        if first is None:
+            return []
+        return [first, *consumer.consume(BATCH - 1, 0)]
 
     def _wait_for_grants(self) -> None:
         if self._ready is None:
