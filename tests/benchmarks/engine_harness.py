@@ -104,6 +104,7 @@ def produce_events(
     """Write ``records`` (at ``rate`` a second if given); the CreateTime (ms) of each record
     Kafka took, by its coordinate."""
     producer = Producer(settings.producer_config())
+    producer.list_topics(topic, timeout=30)  # a first write must not wait for the metadata
     taken: dict[int, int] = {}
 
     def report(error: Any, message: Any) -> None:
@@ -310,7 +311,11 @@ class RawLoop(threading.Thread):
         self.consumer.subscribe([self.source])
         try:
             while not self.stop.is_set():
-                batch = [m for m in self.consumer.consume(500, timeout=0.1) if not m.error()]
+                # Wait for the first record only, then take what is there.
+                first = self.consumer.poll(0.1)
+                if first is None:
+                    continue
+                batch = [m for m in [first, *self.consumer.consume(499, 0)] if not m.error()]
                 if not batch:
                     continue
                 self.first_read = self.first_read or time.perf_counter()
