@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both install what is missing
-# (a virtualenv with xbus and its dependencies, PostgreSQL's server programs; Kafka and the
-# registry jars on first start).
+# (a virtualenv with xbus and its dependencies; PostgreSQL, Prometheus and Alertmanager from
+# Debian's packages; Kafka and the registry jars on first start).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +11,7 @@ MYPY_PACKAGES := -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumer
 .PHONY: install run test unit lint bench down clean
 
 install: $(STAMP)
-	@sh deploy/install-postgres.sh
+	@sh deploy/install-packages.sh
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
