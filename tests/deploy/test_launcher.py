@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -80,12 +81,23 @@ def test_a_second_start_reuses_the_data(tmp_path: Path) -> None:
     assert "kept" in topics
 
 
+def _wait_for_environment(pid: int) -> None:
+    # Popen returns once exec has begun, a moment before the kernel has laid out the new
+    # program's environment: until then /proc/<pid>/environ reads empty. A process left by an
+    # earlier run is long past that moment.
+    environ = Path(f"/proc/{pid}/environ")
+    deadline = time.monotonic() + 10
+    while not environ.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_a_process_left_by_a_killed_run_is_stopped_and_a_reused_pid_is_not(
     tmp_path: Path,
 ) -> None:
     pid_file = tmp_path / "run" / "demo.pid"
     pid_file.parent.mkdir()
     leftover = subprocess.Popen(["sleep", "300"], env={**os.environ, TAG_VARIABLE: str(pid_file)})
+    _wait_for_environment(leftover.pid)
     pid_file.write_text(str(leftover.pid))
     ManagedProcess("demo", [], log_file=tmp_path / "log", pid_file=pid_file).stop_leftover()
     assert leftover.wait(10) is not None

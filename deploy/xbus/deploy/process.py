@@ -185,6 +185,16 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
 
 
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has exited: gone, or a zombie its parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state follows the command name, which is in parentheses and may hold anything.
+    return stat[stat.rfind(")") + 2 :].startswith(("Z", "X"))
+
+
 def _terminate_pid(pid: int, stop_signal: signal.Signals, timeout: float) -> None:
     try:
         os.kill(pid, stop_signal)
@@ -192,9 +202,7 @@ def _terminate_pid(pid: int, stop_signal: signal.Signals, timeout: float) -> Non
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
