@@ -4,7 +4,9 @@ can be told to fail for a while."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -73,12 +75,18 @@ class Receiver:
 
 
 @contextmanager
-def webhook_receiver(secret: bytes) -> Iterator[Receiver]:
-    """A running receiver; its ``url`` takes POSTs."""
+def webhook_receiver(secret: bytes, port: int = 0) -> Iterator[Receiver]:
+    """A running receiver on ``port`` (0: any free one); its ``url`` takes POSTs."""
     receiver = Receiver(secret)
+
+    connections: set[socket.socket] = set()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            connections.add(self.connection)
 
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -92,7 +100,7 @@ def webhook_receiver(secret: bytes) -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/xbus"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -102,3 +110,7 @@ def webhook_receiver(secret: bytes) -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+        # Gone as a stopped process is: the connections kept alive close too.
+        for connection in list(connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)

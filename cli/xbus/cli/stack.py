@@ -25,6 +25,7 @@ from xbus.core.errors import XbusError
 from xbus.core.serde import registry_client
 from xbus.core.settings import BusSettings
 from xbus.deploy.errors import LauncherError
+from xbus.deploy.monitoring import ScrapeTarget
 from xbus.deploy.process import ManagedProcess
 from xbus.deploy.provisioning.bus_file import provisioning_file
 from xbus.deploy.stack import LocalStack
@@ -61,6 +62,15 @@ TABLE_SUBSCRIBER = "tax_bureau"
 DEMO_METRICS = 9101
 GATEWAY_PORT = 8088
 GATEWAY_METRICS = 9108
+# Every component of the demo by its metrics port: what the stack's Prometheus scrapes.
+COMPONENT_METRICS = {
+    "demo": DEMO_METRICS,
+    "engine": ENGINE_METRICS,
+    "connector-file": CONNECTOR_METRICS,
+    "connector-postgres": POSTGRES_CONNECTOR_METRICS,
+    "gateway": GATEWAY_METRICS,
+    "sse": SSE_METRICS,
+}
 
 
 class _Follower:
@@ -263,6 +273,19 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
     return _DemoRun(follower, sse_token)
 
 
+def _start_monitoring(stack: LocalStack, demo: bool) -> None:
+    """Prometheus scraping the broker and, with the demo, every component; Alertmanager;
+    the node exporter."""
+    console.print("starting Prometheus, Alertmanager and the node exporter...")
+    components = COMPONENT_METRICS if demo else {}
+    stack.start_monitoring(
+        [
+            ScrapeTarget("xbus", f"127.0.0.1:{port}", {"component": name})
+            for name, port in components.items()
+        ]
+    )
+
+
 def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
     """Where to look: the stack's addresses and, with the demo, its components, where
     deliveries land, and who receives what."""
@@ -294,7 +317,14 @@ def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
             "                 within a second each subscriber receives, under grants/:",
             *(f"[green]{name:<17}[/green]{text}" for name, text in DEMO_SUBSCRIBERS.items()),
         ]
-    lines += [f"logs             {stack.data_dir}", "Ctrl-C stops everything."]
+    monitoring = stack.monitoring.config
+    lines += [
+        f"Prometheus       {monitoring.prometheus_url} (its alerts: /alerts)",
+        f"Alertmanager     {monitoring.alertmanager_url}",
+        f"overview         {monitoring.console_url}",
+        f"logs             {stack.data_dir}",
+        "Ctrl-C stops everything.",
+    ]
     return Panel.fit("\n".join(lines))
 
 
@@ -337,6 +367,7 @@ def up(
     try:
         _provision(stack, demo)
         running = _start_components(stack, rate) if demo else None
+        _start_monitoring(stack, demo)
         console.print(_panel(stack, running))
         _watch(stack, stop, running)
     except XbusError as error:

@@ -38,6 +38,8 @@ from xbus.deploy.process import ManagedProcess, check_port_free
 _RESOURCES = Path(str(files("xbus.deploy").joinpath("resources")))
 KAFKA_POM = _RESOURCES / "kafka" / "pom.xml"
 KAFKA_LOG4J = _RESOURCES / "kafka" / "log4j2.properties"
+JMX_EXPORTER_POM = _RESOURCES / "jmx_exporter" / "pom.xml"
+JMX_EXPORTER_RULES = _RESOURCES / "kafka" / "jmx-exporter.yml"
 
 ADMIN_USER = "admin"
 CONTROLLER_USER = "controller"
@@ -64,11 +66,21 @@ class KafkaConfig:
     secrets_dir: Path = Path(".xbus/secrets")
     # TLS on the client listener (SASL_SSL), with a certificate of a private CA made once.
     tls: bool = False
+    # Where the broker's own metrics are served for Prometheus (the JMX exporter Java agent,
+    # on ``host``); None: not served.
+    metrics_port: int | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         """The address clients connect to."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The broker's Prometheus metrics page, if it serves one."""
+        if self.metrics_port is None:
+            return None
+        return f"http://{self.host}:{self.metrics_port}/metrics"
 
     @property
     def security_protocol(self) -> str:
@@ -269,21 +281,36 @@ class LocalKafka:
                 f"Remove {c.data_dir.resolve().parent} (its data is lost) to start afresh."
             )
 
+    def _metrics_agent(self) -> list[str]:
+        """The JVM option that loads the JMX exporter, serving the broker's metrics on
+        loopback (none if the config serves none)."""
+        c = self.config
+        if c.metrics_port is None:
+            return []
+        folder = resolve_artifacts(
+            JMX_EXPORTER_POM, c.cache_dir.resolve(), "jmx-exporter", exclude_transitive=True
+        )
+        (agent,) = folder.glob("jmx_prometheus_javaagent-*.jar")
+        return [f"-javaagent:{agent}={c.host}:{c.metrics_port}:{JMX_EXPORTER_RULES}"]
+
     def start(self) -> None:
         """Start the broker and wait until it answers metadata requests."""
         c = self.config
         jars = resolve_artifacts(KAFKA_POM, c.cache_dir.resolve(), "kafka")
+        argv = self._java(jars, "kafka.Kafka", str(self._properties), heap=c.heap)
+        argv[1:1] = self._metrics_agent()
         self.process = ManagedProcess(
-            "kafka",
-            self._java(jars, "kafka.Kafka", str(self._properties), heap=c.heap),
-            log_file=self._log_dir / "stdout.log",
-            pid_file=self._pid_file,
+            "kafka", argv, log_file=self._log_dir / "stdout.log", pid_file=self._pid_file
         )
         self.process.stop_leftover()
         check_port_free(c.host, c.port, "the Kafka broker", "XBUS_STACK_KAFKA_PORT")
         check_port_free(
             c.host, c.controller_port, "the KRaft controller", "XBUS_STACK_CONTROLLER_PORT"
         )
+        if c.metrics_port is not None:
+            check_port_free(
+                c.host, c.metrics_port, "the broker's metrics", "XBUS_STACK_BROKER_METRICS_PORT"
+            )
         self._check_users_kept()
         c.data_dir.mkdir(parents=True, exist_ok=True)
         if c.tls:

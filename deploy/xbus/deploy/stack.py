@@ -17,6 +17,7 @@ from xbus.core.secret_files import password_file
 from xbus.core.settings import home_dir
 from xbus.core.signatures import ensure_keypair
 from xbus.deploy.kafka import ADMIN_USER, REGISTRY_USER, KafkaConfig, LocalKafka
+from xbus.deploy.monitoring import LocalMonitoring, MonitoringConfig, ScrapeTarget
 from xbus.deploy.postgres import (
     LocalPostgres,
     PostgresConfig,
@@ -46,6 +47,11 @@ class StackSettings(BaseSettings):
     registry_management_port: int = 8091
     # Not 5432, where a system PostgreSQL usually listens.
     postgres_port: int = 5433
+    # The broker's own metrics (JMX exporter), Prometheus, Alertmanager, the node exporter.
+    broker_metrics_port: int = 9404
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9095
+    node_exporter_port: int = 9100
     kafka_heap: str = "768m"
     start_timeout: float = 120.0
     # SASL/SCRAM, ACLs and registry credentials; off only to compare or debug.
@@ -78,6 +84,7 @@ class LocalStack:
     kafka: LocalKafka = field(init=False)
     registry: LocalRegistry = field(init=False)
     postgres: LocalPostgres = field(init=False)
+    monitoring: LocalMonitoring = field(init=False)
     components: list[ManagedProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -96,6 +103,7 @@ class LocalStack:
                 secured=s.secured,
                 secrets_dir=self.secrets_dir,
                 tls=s.tls,
+                metrics_port=s.broker_metrics_port,
             )
         )
         self.registry = LocalRegistry(
@@ -130,6 +138,18 @@ class LocalStack:
                 start_timeout=s.start_timeout,
             )
         )
+        self.monitoring = LocalMonitoring(
+            MonitoringConfig(
+                host=s.host,
+                prometheus_port=s.prometheus_port,
+                alertmanager_port=s.alertmanager_port,
+                node_exporter_port=s.node_exporter_port,
+                data_dir=self.data_dir / "monitoring",
+                run_dir=run_dir,
+                log_dir=self.data_dir / "logs",
+                start_timeout=s.start_timeout,
+            )
+        )
 
     @classmethod
     def persistent(cls, settings: StackSettings | None = None) -> LocalStack:
@@ -148,6 +168,10 @@ class LocalStack:
                 "registry_port": free_port(),
                 "registry_management_port": free_port(),
                 "postgres_port": free_port(),
+                "broker_metrics_port": free_port(),
+                "prometheus_port": free_port(),
+                "alertmanager_port": free_port(),
+                "node_exporter_port": free_port(),
             }
         )
         data_dir = Path(tempfile.mkdtemp(prefix="xbus-stack-"))
@@ -183,6 +207,11 @@ class LocalStack:
             "XBUS_SECRETS_DIR": str(self.secrets_dir),
             "XBUS_GRANT_SIGNING_KEY_FILE": str(signing),
             "XBUS_GRANT_VERIFY_KEY_FILE": str(verifying),
+            **(
+                {"XBUS_BROKER_METRICS_URL": self.kafka.config.metrics_url}
+                if self.kafka.config.metrics_url
+                else {}
+            ),
         }
 
     @property
@@ -285,9 +314,22 @@ class LocalStack:
         self.components.append(process)
         return process
 
+    def scrape_targets(self) -> list[ScrapeTarget]:
+        """The stack's own metrics endpoints: the broker's (its JMX exporter)."""
+        c = self.kafka.config
+        if c.metrics_port is None:
+            return []
+        return [ScrapeTarget("kafka", f"{c.host}:{c.metrics_port}", {"component": "kafka"})]
+
+    def start_monitoring(self, targets: list[ScrapeTarget]) -> None:
+        """Start the node exporter, Alertmanager and Prometheus, scraping the stack and
+        ``targets`` (the components' endpoints)."""
+        self.monitoring.start([*self.scrape_targets(), *targets])
+
     def stop(self) -> None:
-        """Stop the components (last started first), PostgreSQL, the registry, then the
-        broker."""
+        """Stop Prometheus and what goes with it, the components (last started first),
+        PostgreSQL, the registry, then the broker."""
+        self.monitoring.stop()
         for process in reversed(self.components):
             process.stop(timeout=20)
         self.components.clear()
