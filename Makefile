@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 MYPY_PACKAGES := -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumers -p xbus.deploy -p xbus.cli
 
-.PHONY: install run test unit lint bench down clean
+.PHONY: install run test unit lint bench down clean manifests
 
 install: $(STAMP)
 	@sh deploy/install-packages.sh
@@ -54,6 +54,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(MYPY_PACKAGES)
 	$(BIN)/lint-imports
+
+# The generated parts of deploy/kubernetes: the Strimzi topics and users of bus.yaml, and the
+# alert rules of deploy/prometheus/alerts.yml as a PrometheusRule (tests/deploy fail when
+# either is stale).
+manifests: install
+	$(BIN)/xbus provision --format strimzi --file bus.yaml --output deploy/kubernetes/strimzi/bus.yaml
+	$(BIN)/python -m xbus.deploy.prometheus_rule deploy/prometheus/alerts.yml \
+	  > deploy/kubernetes/monitoring/prometheus-rule.yaml
 
 # Stop what a killed `make run` left behind.
 down: install
