@@ -55,13 +55,15 @@ lint: install
 	$(BIN)/mypy $(MYPY_PACKAGES)
 	$(BIN)/lint-imports
 
-# The generated parts of deploy/kubernetes: the Strimzi topics and users of bus.yaml, and the
-# alert rules of deploy/prometheus/alerts.yml as a PrometheusRule (tests/deploy fail when
-# either is stale).
+# The generated parts of deploy/kubernetes: the Strimzi topics and users of bus.yaml, the
+# alert rules of deploy/prometheus/alerts.yml as a PrometheusRule, and the broker's JMX exporter
+# rules as the ConfigMap Strimzi's metricsConfig reads (tests/deploy fail when any is stale).
 manifests: install
 	$(BIN)/xbus provision --format strimzi --file bus.yaml --output deploy/kubernetes/strimzi/bus.yaml
 	$(BIN)/python -m xbus.deploy.prometheus_rule deploy/prometheus/alerts.yml \
 	  > deploy/kubernetes/monitoring/prometheus-rule.yaml
+	$(BIN)/python -m xbus.deploy.kafka_metrics_config deploy/xbus/deploy/resources/kafka/jmx-exporter.yml \
+	  > deploy/kubernetes/kafka/metrics-config.yaml
 
 # Stop what a killed `make run` left behind.
 down: install

@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 OPERATIONS = ROOT / "docs" / "operations.md"
+# The broker's JMX exporter rules: the local broker's, and Strimzi's on Kubernetes.
+JMX_EXPORTER_RULES = (
+    ROOT / "deploy" / "xbus" / "deploy" / "resources" / "kafka" / "jmx-exporter.yml"
+)
 
 
 def _promtool() -> str:
@@ -100,3 +104,56 @@ def test_the_rules_name_only_metrics_xbus_exports() -> None:
     }
     assert named, "the rules name no xbus metric"
     assert named - exported == set()
+
+
+def _mbean_of(metric: str, exporter: dict) -> str | None:
+    """The object name of the MBean a JMX exporter rule turns into ``metric``, if one rule
+    of ``exporter`` (with lower-case output names) makes that name from an MBean that its
+    ``includeObjectNames`` lets it read; else None."""
+    group = re.compile(r"\(([^()]*)\)")  # the rules' groups hold no groups: (A|B), (.+)
+    for rule in exporter["rules"]:
+        # Split on the groups: text at even places, the groups (or $n) at odd ones.
+        pattern = group.split(rule["pattern"])
+        groups = pattern[1::2]
+        name = re.split(r"\$(\d+)", rule["name"])
+        used = [int(n) - 1 for n in name[1::2]]
+        name[1::2] = [f"({groups[n]})" for n in used]
+        suffix = "(?:_total)?" if rule.get("type") == "COUNTER" else ""
+        found = re.fullmatch("".join(name) + suffix, metric, re.IGNORECASE)
+        if found is None:
+            continue
+        # The MBean's name as the pattern spells it, a group the name used as its alternative.
+        chosen = dict(zip(used, found.groups(), strict=True))
+        pattern[1::2] = [
+            next((a for a in g.split("|") if a.lower() == chosen.get(i)), f"({g})")
+            for i, g in enumerate(groups)
+        ]
+        bean = "".join(pattern)
+        domain, keys = bean.split("<>")[0].rstrip(">").split("<")
+        object_name = f"{domain}:{keys.replace(', ', ',')}"
+        if any(
+            object_name == included or object_name.startswith(included.removesuffix("*"))
+            for included in exporter["includeObjectNames"]
+        ):
+            return object_name
+    return None
+
+
+def test_the_kafka_alerts_name_metrics_the_brokers_jmx_exporter_makes() -> None:
+    exporter = yaml.safe_load(JMX_EXPORTER_RULES.read_text())
+    assert exporter["lowercaseOutputName"] is True
+    named = {
+        name
+        for alert in _alerts()
+        if alert["alert"].startswith("Kafka")
+        for name in re.findall(r"\bkafka_[a-z0-9_]+", alert["expr"])
+    }
+    assert named == {
+        "kafka_server_replicamanager_underreplicatedpartitions",
+        "kafka_controller_kafkacontroller_offlinepartitionscount",
+        "kafka_controller_kafkacontroller_activecontrollercount",
+    }
+    for name in named:
+        assert _mbean_of(name, exporter), f"no rule of {JMX_EXPORTER_RULES.name} makes {name}"
+    # The check itself refuses a name no rule makes.
+    assert _mbean_of("kafka_server_replicamanager_offlinereplicacount", exporter) is None

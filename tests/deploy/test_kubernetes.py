@@ -22,13 +22,17 @@ import yaml
 from tests.support.checkout import ROOT
 from xbus.consumers.sse.service import StreamSettings
 from xbus.core.settings import BusSettings
-from xbus.deploy.prometheus_rule import prometheus_rule, render
+from xbus.deploy import kafka_metrics_config, prometheus_rule
 from xbus.producers.gateway.settings import GatewaySettings
 
 KUSTOMIZATION = ROOT / "deploy" / "kubernetes"
 SCHEMAS = KUSTOMIZATION / "schemas"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 PROMETHEUS_RULE = KUSTOMIZATION / "monitoring" / "prometheus-rule.yaml"
+JMX_EXPORTER_RULES = (
+    ROOT / "deploy" / "xbus" / "deploy" / "resources" / "kafka" / "jmx-exporter.yml"
+)
+KAFKA_METRICS_CONFIG = KUSTOMIZATION / "kafka" / "metrics-config.yaml"
 # The oldest Kubernetes release still maintained when these manifests were written.
 KUBERNETES_VERSION = "1.33.0"
 # Kubernetes' own resource names: a DNS subdomain.
@@ -177,6 +181,15 @@ def _rule_without_groups(r: Resource) -> None:
     r["spec"]["groups"] = [{"rules": []}]  # a group needs its name
 
 
+def _unknown_metrics_type(r: Resource) -> None:
+    r["spec"]["kafka"]["metricsConfig"]["type"] = "jmxExporter"
+
+
+def _misspelt_relabelings(r: Resource) -> None:
+    endpoint = r["spec"]["podMetricsEndpoints"][0]
+    endpoint["relabellings"] = endpoint.pop("relabelings")
+
+
 def _underscore_in_name(r: Resource) -> None:
     r["metadata"]["name"] = "gov.health.vaccination_record"
 
@@ -192,6 +205,8 @@ BREAKAGES = [
     ("KafkaUser", _unknown_acl_operation, "Steal"),
     ("KafkaUser", _misspelt_authorization, "authorisation"),
     ("PrometheusRule", _rule_without_groups, "name"),
+    ("Kafka", _unknown_metrics_type, "jmxExporter"),
+    ("PodMonitor", _misspelt_relabelings, "relabellings"),
     ("KafkaTopic", _underscore_in_name, "not a Kubernetes resource name"),
     ("KafkaTopic", _unknown_kind, "no schema"),
 ]
@@ -360,8 +375,13 @@ def test_services_reach_the_http_port_of_the_gateway_and_the_stream() -> None:
         assert port["targetPort"] in {p["name"] for p in _container(deployments[name])["ports"]}
 
 
+def _pod_monitor(name: str) -> Resource:
+    (monitor,) = [m for m in _of_kind("PodMonitor") if m["metadata"]["name"] == name]
+    return monitor
+
+
 def test_the_pod_monitor_scrapes_every_component() -> None:
-    (monitor,) = _of_kind("PodMonitor")
+    monitor = _pod_monitor("xbus")
     selector = monitor["spec"]["selector"]["matchLabels"]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     for deployment in _deployments():
@@ -370,6 +390,72 @@ def test_the_pod_monitor_scrapes_every_component() -> None:
         # XbusComponentDown watches jobs named xbus*: the job is this label's value.
         assert labels[monitor["spec"]["jobLabel"]].startswith("xbus")
         assert endpoint["port"] in {p["name"] for p in _container(deployment)["ports"]}
+
+
+def _broker_pod_labels() -> list[dict[str, str]]:
+    """The labels Strimzi (1.2, KafkaPool) gives the pods of each node pool of each Kafka."""
+    return [
+        {
+            "strimzi.io/cluster": kafka["metadata"]["name"],
+            "strimzi.io/kind": "Kafka",
+            "strimzi.io/name": f"{kafka['metadata']['name']}-kafka",
+            "strimzi.io/component-type": "kafka",
+            "strimzi.io/pool-name": pool["metadata"]["name"],
+            "app.kubernetes.io/name": "kafka",
+            "app.kubernetes.io/instance": kafka["metadata"]["name"],
+            "app.kubernetes.io/part-of": f"strimzi-{kafka['metadata']['name']}",
+        }
+        for kafka in _of_kind("Kafka")
+        for pool in _of_kind("KafkaNodePool")
+        if pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    ]
+
+
+def _component_down_jobs() -> re.Pattern[str]:
+    """The jobs the alert XbusComponentDown watches (its `up{job=~"..."}`)."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    (expr,) = [
+        r["expr"] for g in groups for r in g["rules"] if r.get("alert") == "XbusComponentDown"
+    ]
+    found = re.search(r'job=~"([^"]+)"', expr)
+    assert found, f"XbusComponentDown selects no job: {expr}"
+    return re.compile(found[1])
+
+
+def test_the_brokers_serve_their_metrics() -> None:
+    (kafka,) = _of_kind("Kafka")
+    metrics = kafka["spec"]["kafka"]["metricsConfig"]
+    # The CRD's own rule (a CEL validation, which jsonschema does not run): the JMX exporter
+    # needs its rules from a ConfigMap.
+    assert metrics["type"] == "jmxPrometheusExporter"
+    reference = metrics["valueFrom"]["configMapKeyRef"]
+    config_maps = {c["metadata"]["name"]: c for c in _of_kind("ConfigMap")}
+    assert reference["name"] in config_maps, "the rules' ConfigMap is not in the kustomization"
+    rules = config_maps[reference["name"]]["data"][reference["key"]]
+    assert rules == JMX_EXPORTER_RULES.read_text(), (
+        "the brokers on Kubernetes would export other metrics than the local one"
+    )
+
+
+def test_a_pod_monitor_scrapes_the_brokers_as_job_kafka() -> None:
+    monitor = _pod_monitor("xbus-kafka")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    pods = _broker_pod_labels()
+    assert pods, "no KafkaNodePool of the Kafka"
+    for labels in pods:
+        assert selector.items() <= labels.items()
+        # Not scraped twice: the components' monitor leaves the brokers alone.
+        assert not _pod_monitor("xbus")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        # Strimzi's other pods of the cluster that serve a tcp-prometheus port.
+        for other in ("kafka-exporter", "cruise-control"):
+            theirs = {**labels, "strimzi.io/name": f"{labels['strimzi.io/cluster']}-{other}"}
+            assert not selector.items() <= theirs.items(), f"{other} would be job kafka"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "tcp-prometheus"  # Strimzi's MetricsModel: port 9404
+    (job,) = [r for r in endpoint["relabelings"] if r["targetLabel"] == "job"]
+    assert "sourceLabels" not in job and job.get("action", "replace") == "replace"
+    assert job["replacement"] == "kafka"  # as the local Prometheus names the broker's job
+    assert _component_down_jobs().fullmatch(job["replacement"])
 
 
 # -- one source of truth ------------------------------------------------------------------------
@@ -381,7 +467,16 @@ def test_the_prometheus_rule_holds_exactly_the_groups_of_alerts_yml() -> None:
 
 
 def test_the_committed_prometheus_rule_is_a_fresh_generation() -> None:
-    fresh = render(prometheus_rule(ALERTS.relative_to(ROOT)), ALERTS.relative_to(ROOT))
+    rules_file = ALERTS.relative_to(ROOT)
+    fresh = prometheus_rule.render(prometheus_rule.prometheus_rule(ALERTS), rules_file)
     assert PROMETHEUS_RULE.read_text() == fresh, (
         "deploy/kubernetes/monitoring/prometheus-rule.yaml is stale: `make manifests`"
     )
+
+
+def test_the_committed_kafka_metrics_config_is_a_fresh_generation() -> None:
+    rules_file = JMX_EXPORTER_RULES.relative_to(ROOT)
+    config_map = kafka_metrics_config.kafka_metrics_config(JMX_EXPORTER_RULES)
+    assert KAFKA_METRICS_CONFIG.read_text() == kafka_metrics_config.render(
+        config_map, rules_file
+    ), "deploy/kubernetes/kafka/metrics-config.yaml is stale: `make manifests`"

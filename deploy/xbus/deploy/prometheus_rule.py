@@ -14,20 +14,9 @@ from typing import Any
 import yaml
 
 from xbus.core.errors import ConfigurationError
+from xbus.deploy import generated_manifest
 
 NAME = "xbus-alerts"
-
-
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the rules' expressions) as literal blocks, as in the rules file."""
-
-
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _string)
 
 
 def prometheus_rule(rules_file: Path, name: str = NAME) -> dict[str, Any]:
@@ -46,12 +35,9 @@ def prometheus_rule(rules_file: Path, name: str = NAME) -> dict[str, Any]:
 
 def render(rule: dict[str, Any], rules_file: Path) -> str:
     """The rule as YAML, under a header naming the file it was made from."""
-    header = (
-        f"# The alert rules of {rules_file.as_posix()}, made by\n"
-        f"# `python -m xbus.deploy.prometheus_rule {rules_file.as_posix()}` (`make manifests`):\n"
-        "# change that file and make this one again; never edit this one.\n"
+    return generated_manifest.render(
+        rule, what="The alert rules", source=rules_file, module="xbus.deploy.prometheus_rule"
     )
-    return header + yaml.dump(rule, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def main(argv: list[str]) -> int:
