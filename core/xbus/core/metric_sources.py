@@ -39,6 +39,10 @@ class BusReader(Protocol):
         """The samples now, with the counters' rates."""
         ...
 
+    def close(self) -> None:
+        """Release the connections."""
+        ...
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -98,7 +102,8 @@ class EndpointsReader:
         before = self._last
         if before is None:
             before = self._scrape()
-            time.sleep(self.sample_seconds)
+            if any(c.up for c in before.components):
+                time.sleep(self.sample_seconds)
         after = self._last = self._scrape()
         seconds = max(after.at - before.at, 1e-3)
         return Reading(
