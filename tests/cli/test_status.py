@@ -251,6 +251,7 @@ def test_once_shows_departments_subscribers_and_components_then_a_stopped_one_do
     live: LiveBus,
 ) -> None:
     shown = _status(live, *_endpoint_args(live))
+    print(shown.stdout)
 
     assert shown.returncode == 0, shown.stderr
     _assert_the_bus_flows(shown.stdout)
