@@ -205,17 +205,19 @@ def status(
         if once:
             console.print(render(bus))
             return
-        try:
-            with Live(render(bus), console=console, auto_refresh=False) as live:
-                while True:
-                    time.sleep(interval)
-                    try:
-                        shown = render(snapshot(reader.read()))
-                    except MetricsUnreachable as exc:
-                        shown = Group(render(bus), Text(f"error: {exc}", style="red"))
-                    live.update(shown, refresh=True)
-        except KeyboardInterrupt:
-            return
+        with Live(render(bus), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                try:
+                    bus = snapshot(reader.read())
+                    shown = render(bus)
+                except MetricsUnreachable as exc:
+                    # The last snapshot stays in view, under what went wrong.
+                    shown = Group(render(bus), Text(f"error: {exc}", style="red"))
+                live.update(shown, refresh=True)
+    except KeyboardInterrupt:
+        # Ctrl-C is how the live view ends (and how a person gives up waiting on --once).
+        return
     finally:
         reader.close()
 
