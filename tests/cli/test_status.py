@@ -32,8 +32,8 @@ pytestmark = pytest.mark.broker
 DEPARTMENT = "market_regulation"
 SUBSCRIBER = "tax_bureau"
 # The broker's metrics the dashboard reads, as the JMX exporter names them
-# (kafka_server_*, kafka_controller_*); checked against its rules file once
-# deploy/prometheus/kafka-jmx.yml is in the tree.
+# (kafka_server_*, kafka_controller_*); checked against the exporter's rules instead where
+# its rules file is in the tree.
 BROKER_METRICS = {
     "kafka_server_replicamanager_underreplicatedpartitions",
     "kafka_controller_kafkacontroller_offlinepartitionscount",
@@ -41,7 +41,10 @@ BROKER_METRICS = {
     "kafka_server_brokertopicmetrics_bytesin_total",
     "kafka_server_brokertopicmetrics_bytesout_total",
 }
-JMX_RULES = ROOT / "deploy" / "prometheus" / "kafka-jmx.yml"
+JMX_RULES = (
+    ROOT / "deploy" / "xbus" / "deploy" / "resources" / "kafka" / "jmx-exporter.yml",
+    ROOT / "deploy" / "prometheus" / "kafka-jmx.yml",
+)
 
 
 @dataclass
@@ -233,18 +236,33 @@ def test_every_dashboard_query_names_a_metric_the_live_components_export(live: L
 
     assert xbus and xbus - exported == set(), "dashboard queries of metrics no component exports"
     assert named - xbus - broker == set(), "dashboard queries of metrics from nowhere"
-    if JMX_RULES.exists():
-        patterns = [
-            re.compile(re.sub(r"\\\$\d+", "[a-z0-9_]+", re.escape(rule["name"])), re.IGNORECASE)
-            for rule in yaml.safe_load(JMX_RULES.read_text())["rules"]
-            if "name" in rule
-        ]
-        for name in broker:
-            assert any(
-                p.fullmatch(name) or p.fullmatch(name.removesuffix("_total")) for p in patterns
-            ), f"{name} is made by no rule of {JMX_RULES.name}"
-    else:
+    rules = next((path for path in JMX_RULES if path.exists()), None)
+    if rules is None:
         assert broker <= BROKER_METRICS
+        return
+    made = [
+        _jmx_name(rule) for rule in yaml.safe_load(rules.read_text())["rules"] if "name" in rule
+    ]
+    for name in broker:
+        # A COUNTER rule's metric gets _total from the exporter.
+        assert any(m.fullmatch(name) or m.fullmatch(name.removesuffix("_total")) for m in made), (
+            f"{name} is made by no rule of {rules.relative_to(ROOT)}"
+        )
+
+
+def _jmx_name(rule: dict[str, str]) -> re.Pattern[str]:
+    """The metric names a JMX exporter rule can make (output names lowercased): each ``$n``
+    of its ``name`` is what group n of its ``pattern`` matches, an alternation of words
+    taken as those words."""
+    groups = re.findall(r"\(([^()]*)\)", rule["pattern"])
+
+    def group(match: re.Match[str]) -> str:
+        text = groups[int(match.group(1)) - 1]
+        if re.fullmatch(r"\w+(\|\w+)*", text):
+            return "(" + text.lower() + ")"
+        return "[a-z0-9_]+"
+
+    return re.compile(re.sub(r"\\\$(\d+)", group, re.escape(rule["name"].lower())))
 
 
 def test_once_shows_departments_subscribers_and_components_then_a_stopped_one_down(
