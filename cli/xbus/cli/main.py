@@ -8,7 +8,19 @@ from typing import Annotated
 
 import typer
 
-from xbus.cli import audit, gateway, grants, provision, publish, run, schemas, sse, stack, tail
+from xbus.cli import (
+    audit,
+    gateway,
+    grants,
+    provision,
+    publish,
+    run,
+    schemas,
+    sse,
+    stack,
+    status,
+    tail,
+)
 from xbus.cli.output import Command
 from xbus.core.settings import HOME_ENV
 
@@ -45,6 +57,7 @@ app.add_typer(audit.app, name="audit")
 app.command("publish")(publish.publish)
 app.command("tail")(tail.tail)
 app.command("provision")(provision.provision)
+app.command("status")(status.status)
 
 if __name__ == "__main__":
     app()

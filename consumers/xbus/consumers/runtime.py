@@ -29,6 +29,7 @@ from xbus.core.metrics import (
     CONNECTOR_DEAD_LETTERS,
     CONNECTOR_FAILURES,
     CONNECTOR_LAG,
+    CONNECTOR_OLDEST_UNDELIVERED,
     CONNECTOR_PAUSED,
     CONNECTOR_RETRIES,
     END_TO_END_LATENCY,
@@ -169,6 +170,34 @@ class Connector:
         return [m for m in [first, *rest] if carries_record(m, log, self._who)]
 
     def _process(self, messages: list[Message], stop: threading.Event) -> None:
+        waiting = self._hold(messages)
+        try:
+            self._deliver(messages, stop)
+        finally:
+            for subscriber in waiting:
+                CONNECTOR_OLDEST_UNDELIVERED.labels(subscriber, self.sink.connector).set(0)
+
+    def _hold(self, messages: list[Message]) -> list[str]:
+        """Export when the engine wrote the oldest event of the batch now in hand, per
+        subscriber, and return those subscribers. The batch starts at each partition's next
+        undelivered offset, so its oldest record is the oldest the connector has not
+        delivered; while a target is down the batch stays in hand and its age keeps growing.
+        One pass over the batch's timestamps: nothing per event beyond that."""
+        oldest: dict[str, int] = {}
+        for m in messages:
+            written = m.timestamp()[1]
+            topic = m.topic() or ""
+            if written > 0 and written < oldest.get(topic, written + 1):
+                oldest[topic] = written
+        per_subscriber: dict[str, int] = {}
+        for topic, written in oldest.items():
+            subscriber, _ = parse_delivery_topic(topic)
+            per_subscriber[subscriber] = min(written, per_subscriber.get(subscriber, written))
+        for subscriber, written in per_subscriber.items():
+            CONNECTOR_OLDEST_UNDELIVERED.labels(subscriber, self.sink.connector).set(written / 1000)
+        return list(per_subscriber)
+
+    def _deliver(self, messages: list[Message], stop: threading.Event) -> None:
         self._revoked = False
         batch: list[Delivery] | None = None
         attempt = 0

@@ -119,6 +119,12 @@ CONNECTOR_LAG = Gauge(
     "Events on a subscriber topic partition not yet delivered by the connector.",
     ["subscriber", "connector", "topic", "partition"],
 )
+CONNECTOR_OLDEST_UNDELIVERED = Gauge(
+    "xbus_connector_oldest_undelivered_timestamp_seconds",
+    "When the engine wrote the oldest event a connector holds and has not yet delivered (Unix "
+    "time; 0 while it holds none): time() minus it is how long that event has waited.",
+    ["subscriber", "connector"],
+)
 CONNECTOR_PAUSED = Gauge(
     "xbus_connector_paused",
     "1 while a connector holds its partitions because the target is unavailable.",
