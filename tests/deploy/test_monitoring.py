@@ -33,6 +33,7 @@ from xbus.deploy.monitoring import (
     MonitoringConfig,
     ScrapeTarget,
     prometheus_config,
+    target_jobs,
     write_targets,
 )
 from xbus.deploy.process import free_port
@@ -125,6 +126,29 @@ def test_the_launchers_prometheus_configuration_is_valid(tmp_path: Path) -> None
         {"targets": ["127.0.0.1:9102"], "labels": {"component": "engine"}}
     ]
     assert json.loads((tmp_path / "targets" / "kafka.json").read_text()) == []
+
+
+def test_the_compose_file_runs_prometheus_and_alertmanager_on_the_same_files() -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    mounts = {
+        service: {v.split(":")[0]: v.split(":")[1] for v in spec.get("volumes", [])}
+        for service, spec in compose["services"].items()
+    }
+    assert mounts["prometheus"]["./prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert mounts["prometheus"]["./prometheus/alerts.yml"] == "/etc/prometheus/alerts.yml"
+    assert mounts["prometheus"]["./prometheus/compose-targets"] == "/etc/prometheus/targets"
+    assert (
+        mounts["alertmanager"]["./alertmanager/alertmanager.yml"]
+        == "/etc/alertmanager/alertmanager.yml"
+    )
+    # Every job prometheus.yml reads from a file has one there, naming compose services.
+    folder = ROOT / "deploy" / "prometheus" / "compose-targets"
+    for job in target_jobs():
+        groups = json.loads((folder / f"{job}.json").read_text())
+        for group in groups:
+            for address in group["targets"]:
+                host = address.split(":")[0]
+                assert host == "localhost" or host in compose["services"], address
 
 
 class _AlertReceiver:
