@@ -137,7 +137,7 @@ def register_catalog(catalog: Catalog, registry: SchemaRegistryClient) -> list[R
             schema_id = registry.register_schema(
                 subject, Schema(json.dumps(dataset.envelope), "AVRO")
             )
-        if _compatibility(registry, subject) != dataset.compatibility:
+        if subject_compatibility(registry, subject) != dataset.compatibility:
             set_subject_compatibility(registry, subject, dataset.compatibility)
             changed = True
         done.append(Registration(dataset, subject, int(schema_id), changed))
@@ -176,13 +176,15 @@ def set_default_compatibility(registry: SchemaRegistryClient) -> bool:
     """Set the registry's global compatibility to the catalog's default
     (``DEFAULT_COMPATIBILITY``), so that a subject made outside ``xbus schemas register`` is
     guarded too; returns whether it changed."""
-    if _compatibility(registry, None) == DEFAULT_COMPATIBILITY:
+    if subject_compatibility(registry, None) == DEFAULT_COMPATIBILITY:
         return False
     registry.set_compatibility(level=DEFAULT_COMPATIBILITY)
     return True
 
 
-def _compatibility(registry: SchemaRegistryClient, subject: str | None) -> str | None:
+def subject_compatibility(registry: SchemaRegistryClient, subject: str | None) -> str | None:
+    """``subject``'s compatibility (None: the registry's global one), or None if the registry
+    does not know the subject."""
     try:
         return str(registry.get_compatibility(subject_name=subject))
     except SchemaRegistryError as exc:

@@ -29,7 +29,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from xbus.core import headers
 from xbus.core.catalog import Dataset
-from xbus.core.contracts import set_subject_compatibility
+from xbus.core.contracts import set_subject_compatibility, subject_compatibility
 from xbus.core.envelope import (
     ChangeEvent,
     record_full_name,
@@ -124,18 +124,32 @@ class ViewEncoders:
     def _register(self, registry: SchemaRegistryClient, subject: str, schema: Schema) -> int:
         """Register ``schema`` under ``subject``, whose compatibility is made ``NONE`` first
         (or, for a subject that does not exist yet, right after its first schema: the
-        registry keeps no settings for a subject it does not know)."""
+        registry keeps no settings for a subject it does not know).
+
+        What is there already is only read: a subject whose compatibility is ``NONE`` is
+        left as it is, and a view it holds already is looked up, not registered again. The
+        registry lets only a subject's owner change it, so a subject another user made (the
+        office, by hand) still serves the engine as long as it needs nothing new there."""
         if subject not in self._subjects_opened:
-            try:
-                set_subject_compatibility(registry, subject, "NONE")
-            except SchemaRegistryError as exc:
-                if exc.http_status_code != 404:
-                    raise
-                schema_id = registry.register_schema(subject, schema)
-                set_subject_compatibility(registry, subject, "NONE")
-                self._subjects_opened.add(subject)
-                return int(schema_id)
+            if subject_compatibility(registry, subject) != "NONE":
+                try:
+                    set_subject_compatibility(registry, subject, "NONE")
+                except SchemaRegistryError as exc:
+                    if exc.http_status_code != 404:
+                        raise
+                    schema_id = registry.register_schema(subject, schema)
+                    set_subject_compatibility(registry, subject, "NONE")
+                    self._subjects_opened.add(subject)
+                    return int(schema_id)
             self._subjects_opened.add(subject)
+        try:
+            found = registry.lookup_schema(subject, schema)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 404:
+                raise
+        else:
+            if found.schema_id is not None:
+                return int(found.schema_id)
         return int(registry.register_schema(subject, schema))
 
 
