@@ -156,7 +156,15 @@ def test_engine_and_connector_run_and_deliver_under_their_own_users(
     out = tmp_path / "out"
     with (
         component(
-            granted, tmp_path, "engine", "engine", "--metrics-port", "0", env=engine_env
+            granted,
+            tmp_path,
+            "engine",
+            "engine",
+            "--metrics-port",
+            "0",
+            "--loglevel",
+            "info",
+            env=engine_env,
         ) as process,
         component(
             granted,

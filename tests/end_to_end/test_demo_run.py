@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.support.checkout import ROOT
-from tests.support.components import run_xbus
+from tests.support.components import run_xbus, wait_for
 from xbus.deploy.process import free_port
 from xbus.deploy.stack import StackSettings
 
@@ -111,6 +111,19 @@ def _secrets(folder: Path) -> dict[str, str]:
     return found
 
 
+def _scraped(port: str) -> str:
+    """Prometheus' targets page once it has scraped every component and the broker."""
+
+    def all_up() -> str | None:
+        answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=10)
+        targets = answer.json()["data"]["activeTargets"]
+        jobs = {t["labels"]["job"] for t in targets if t["health"] == "up"}
+        healthy = {"xbus", "kafka", "node", "prometheus", "alertmanager"} <= jobs
+        return answer.text if healthy and all(t["health"] == "up" for t in targets) else None
+
+    return wait_for(all_up, 60, "Prometheus to scrape every component and the broker")
+
+
 def test_make_run_delivers_to_every_subscriber_and_leaks_no_secret(tmp_path: Path) -> None:
     # Outside pytest's 0700 folders: PostgreSQL may run as its own system user, which must
     # pass through to its data dir.
@@ -132,6 +145,10 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
         "XBUS_STACK_REGISTRY_PORT": str(free_port()),
         "XBUS_STACK_REGISTRY_MANAGEMENT_PORT": str(free_port()),
         "XBUS_STACK_POSTGRES_PORT": str(free_port()),
+        "XBUS_STACK_BROKER_METRICS_PORT": str(free_port()),
+        "XBUS_STACK_PROMETHEUS_PORT": str(free_port()),
+        "XBUS_STACK_ALERTMANAGER_PORT": str(free_port()),
+        "XBUS_STACK_NODE_EXPORTER_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
     }
     log = tmp_path / "stack-up.log"
@@ -162,8 +179,10 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
             )
         command_lines = _command_lines()
         streamed = _first_streamed_event(token_file)
-        for port in DEMO_PORTS:
+        for port in (*DEMO_PORTS, env["XBUS_STACK_BROKER_METRICS_PORT"]):
             pages.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+        # Prometheus scrapes every component and the broker.
+        pages.append(_scraped(env["XBUS_STACK_PROMETHEUS_PORT"]))
         # Another shell, in the same folder and with the same XBUS_HOME (and ports) as make run.
         office, printed_env = _office_shell(env)
         verified = _xbus(office, "audit", "verify")

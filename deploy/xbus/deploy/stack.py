@@ -66,7 +66,7 @@ class StackSettings(BaseSettings):
 
 
 # The stack's folders that only their owner may enter (see ``LocalStack.close_folders``).
-_PRIVATE_FOLDERS = ("kafka", "registry", "logs", "out")
+_PRIVATE_FOLDERS = ("kafka", "registry", "logs", "out", "monitoring")
 
 # Settings of the supervisor that must not reach a component started under its own user.
 _NOT_INHERITED = frozenset(
@@ -247,8 +247,9 @@ class LocalStack:
         """Keep other users of the machine out of the stack's data: the data dir may only be
         passed through (PostgreSQL's system user must reach its own folder inside), and the
         folders that hold records, deliveries and logs (Kafka's segments, the registry's,
-        the components' logs, the delivered files) are their owner's alone, whatever modes
-        their files have. A stack made before this was so is closed the same way."""
+        the components' logs, the delivered files, Prometheus' data) are their owner's
+        alone, whatever modes their files have. A stack made before this was so is closed the
+        same way."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o711)
         for name in _PRIVATE_FOLDERS:
