@@ -46,9 +46,7 @@ def test_a_view_subject_the_office_made_serves_the_engines_own_user(registered: 
     assert encoder.schema_id == made
     # A view the subject does not hold yet would have to be written: that stays the owner's.
     other = compile_grant(
-        licence_grant(
-            grant.grant.grant, grant.grant.subscriber, "  credit_code: {}\n  name: {}\n"
-        ),
+        licence_grant(grant.grant.grant, grant.grant.subscriber, "  credit_code: {}\n  name: {}\n"),
         catalog,
         version=2,
     )
