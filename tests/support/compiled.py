@@ -46,7 +46,7 @@ def is_compiled(module: str) -> bool:
     return origin is not None and origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
-class _SourceOnly(importlib.abc.MetaPathFinder):
+class SourceOnly(importlib.abc.MetaPathFinder):
     """Finds the compilable modules' Python source, never their compiled extensions."""
 
     def find_spec(
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--interpreted", action="store_true", help="from the Python source")
     args = parser.parse_args()
     if args.interpreted:
-        sys.meta_path.insert(0, _SourceOnly())
+        sys.meta_path.insert(0, SourceOnly())
     if args.outputs:
         for line in routing_outputs():
             print(line)
