@@ -5,17 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-# The engine's hot path compiled with mypyc (setup.py; XBUS_COMPILE=0 keeps it pure Python),
-# again whenever a source it is built from or against changes: a compiled module older than
-# its source would run instead of it.
-XBUS_COMPILE ?= 1
-COMPILED := $(VENV)/.compiled-$(XBUS_COMPILE)
 PYTEST_ARGS ?=
 MYPY_PACKAGES := -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumers -p xbus.deploy -p xbus.cli
 
 .PHONY: install run test unit lint bench down clean manifests
 
-install: $(STAMP) $(COMPILED)
+install: $(STAMP)
 	@sh deploy/install-packages.sh
 
 $(STAMP): pyproject.toml
@@ -23,20 +18,9 @@ $(STAMP): pyproject.toml
 	  echo "xbus needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \
 	       "Set PYTHON=/path/to/python3.11 or install it."; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=70.1'
+	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@rm -f $(VENV)/.installed-* $(VENV)/.compiled-*
-	@touch $@
-
-# Built without pip's build isolation, so that mypyc sees the dependencies' types (about a
-# minute), then which modules run compiled is said; where none is, `pip install -v` shows
-# setup.py's reason (XBUS_COMPILE=0, no mypyc, a compiler error).
-$(COMPILED): $(STAMP) setup.py $(wildcard core/xbus/core/*.py streams/xbus/streams/*.py)
-	@rm -f streams/xbus/streams/*.so
-	XBUS_COMPILE=$(XBUS_COMPILE) $(BIN)/python -m pip install --quiet --no-build-isolation \
-	  --no-deps -e .
-	@$(BIN)/python -m tests.support.compiled | tail -1
-	@rm -f $(VENV)/.compiled-*
+	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 # The whole local stack with the demo; Ctrl-C stops everything it started.
@@ -86,4 +70,4 @@ down: install
 	$(BIN)/xbus stack down
 
 clean:
-	rm -rf $(VENV) .xbus build streams/xbus/streams/*.so
+	rm -rf $(VENV) .xbus
