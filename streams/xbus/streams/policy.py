@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -305,31 +304,32 @@ class CompiledGrant:
     record_key: RecordKey | None = None
     steps: ViewSteps | None = None
 
-    @functools.cached_property
-    def row_fields(self) -> frozenset[str]:
-        """The top-level fields of the dataset the row filter reads."""
-        return frozenset(path.split(".", 1)[0] for path in self.row_reads)
+    # Read per event and grant, so worked out once, here. (Plain fields rather than cached
+    # properties: compiled by mypyc, a cached property is computed again on every read.)
+    row_fields: frozenset[str] = field(init=False, repr=False, compare=False)
+    """The top-level fields of the dataset the row filter reads."""
+    row_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    """The words of the row filter: a variable of the event it does not name, it cannot
+    read."""
+    window: tuple[float, float] = field(init=False, repr=False, compare=False)
+    """The validity window as POSIX timestamps (``valid_until`` none: infinity): the engine
+    compares these with one timestamp per event, which gives what comparing the aware
+    datetimes gives (a microsecond is wider than a timestamp's rounding) at a fraction of its
+    cost."""
+    topic: str = field(init=False, repr=False, compare=False)
+    """The subscriber's topic for this dataset."""
 
-    @functools.cached_property
-    def row_names(self) -> frozenset[str]:
-        """The words of the row filter: a variable of the event it does not name, it cannot
-        read."""
-        return frozenset(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", self.grant.rows or ""))
-
-    @functools.cached_property
-    def window(self) -> tuple[float, float]:
-        """The validity window as POSIX timestamps (``valid_until`` none: infinity): the
-        engine compares these with one timestamp per event, which gives what comparing the
-        aware datetimes gives (a microsecond is wider than a timestamp's rounding) at a
-        fraction of its cost."""
+    def __post_init__(self) -> None:
         g = self.grant
         until = math.inf if g.valid_until is None else g.valid_until.timestamp()
-        return g.valid_from.timestamp(), until
-
-    @functools.cached_property
-    def topic(self) -> str:
-        """The subscriber's topic for this dataset."""
-        return delivery_topic(self.grant.subscriber, self.dataset.name)
+        derived = {
+            "row_fields": frozenset(path.split(".", 1)[0] for path in self.row_reads),
+            "row_names": frozenset(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", g.rows or "")),
+            "window": (g.valid_from.timestamp(), until),
+            "topic": delivery_topic(g.subscriber, self.dataset.name),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # the dataclass is frozen
 
 
 def check_and_compile(

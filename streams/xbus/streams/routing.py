@@ -166,8 +166,11 @@ def read_event(
     or ``TypeError`` if it is not a change event, and ``EnvelopeRejected`` (a
     ``SerializationError``) if, read from ``topic``, its envelope contradicts the topic, its
     op or, with ``dataset``, its ``key``."""
-    event = cast(ChangeEvent, decoder.decode(value))
-    event["event_id"] = str(event["event_id"])  # a UUID as decoded
+    decoded = decoder.decode(value)
+    # A UUID as decoded: typed as the ChangeEvent it becomes only once it is text (compiled,
+    # the TypedDict's ``str`` is checked when read).
+    decoded["event_id"] = str(decoded["event_id"])
+    event = cast(ChangeEvent, decoded)
     if topic is not None:
         require_valid_event(event, topic, key, dataset)
     return event
