@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,11 +93,24 @@ class ViewEncoders:
     A view subject's compatibility is ``NONE``: the office may add, drop or retype the fields
     a subscriber receives with any new grant version, and every record names its own schema
     id. The registry's global default (``FULL_TRANSITIVE``, for the departments' datasets)
-    would refuse such a change and stop delivery to that subscriber."""
+    would refuse such a change and stop delivery to that subscriber.
 
-    def __init__(self, registry: SchemaRegistryClient | None) -> None:
+    A view the registry refused is not asked for again for ``REFUSAL_KEPT`` seconds: the
+    grant's events fail (to the dead letters) meanwhile without a request each, and a refusal
+    that was mended (a permission given) is found out at the next try."""
+
+    REFUSAL_KEPT = 30.0
+
+    def __init__(
+        self,
+        registry: SchemaRegistryClient | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
+        self._clock = clock
         self._encoders: dict[tuple[str, int], tuple[WireEncoder, str]] = {}
+        # Why each refused view was refused, and until when that stands.
+        self._refused: dict[tuple[str, int], tuple[str, float]] = {}
         self._subjects_opened: set[str] = set()
 
     def __call__(self, grant: CompiledGrant) -> tuple[WireEncoder, str]:
@@ -104,6 +118,9 @@ class ViewEncoders:
         key = (grant.grant.grant, grant.version)
         found = self._encoders.get(key)
         if found is None:
+            refused = self._refused.get(key)
+            if refused is not None and self._clock() < refused[1]:
+                raise GrantFailed(refused[0])
             schema_id = 0
             if self._registry is not None:
                 subject = value_subject(grant.topic)
@@ -113,7 +130,9 @@ class ViewEncoders:
                     )
                 except SchemaRegistryError as exc:
                     if exc.http_status_code is not None and 400 <= exc.http_status_code < 500:
-                        raise GrantFailed(f"the registry refused the view schema: {exc}") from exc
+                        why = f"the registry refused the view schema: {exc}"
+                        self._refused[key] = (why, self._clock() + self.REFUSAL_KEPT)
+                        raise GrantFailed(why) from exc
                     raise RegistryUnavailable(f"registering {subject}: {exc}") from exc
                 except Exception as exc:  # refused connection, timeout
                     raise RegistryUnavailable(f"registering {subject}: {exc}") from exc
