@@ -399,10 +399,13 @@ def exec(ctx: typer.Context) -> None:  # noqa: A001
         f"Kafka on {stack.bootstrap_servers}, registry on {stack.registry_url}, "
         f"PostgreSQL {stack.postgres_dsn}"
     )
-    # Ctrl-C reaches the command (same process group); we wait for it, then clean up.
+    # Ctrl-C reaches the command (same process group); we wait for it, then clean up. A
+    # SIGTERM (a CI job cancelled, a kill) is passed on to it: it must not outlive its stack.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        code = subprocess.call(ctx.args, env={**os.environ, **stack.client_env()})
+        command = subprocess.Popen(ctx.args, env={**os.environ, **stack.client_env()})
+        signal.signal(signal.SIGTERM, lambda *_: command.terminate())
+        code = command.wait()
     finally:
         stack.stop()
         stack.remove_data()
