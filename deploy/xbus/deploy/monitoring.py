@@ -175,6 +175,12 @@ class LocalMonitoring:
         """Start the node exporter, Alertmanager, then Prometheus scraping ``targets`` and
         the three of them; wait until each answers. If one fails, the others stop."""
         c = self.config
+        if not (PROMETHEUS_DIR / "prometheus.yml").is_file():
+            raise LauncherError(
+                f"no Prometheus configuration in {PROMETHEUS_DIR}: the local stack's monitoring "
+                "runs from a checkout of the xbus repository (make run), which holds "
+                "deploy/prometheus and deploy/alertmanager"
+            )
         for port, what, setting in (
             (c.prometheus_port, "Prometheus", "XBUS_STACK_PROMETHEUS_PORT"),
             (c.alertmanager_port, "Alertmanager", "XBUS_STACK_ALERTMANAGER_PORT"),
