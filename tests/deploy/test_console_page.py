@@ -18,9 +18,10 @@ import pytest
 from tests.conftest import Bus
 from tests.support.components import wait_for, webhook_connector
 from tests.support.delivery_feed import DeliveryFeed, licence
+from tests.support.monitoring import monitoring_for
 from tests.support.webhook_receiver import webhook_receiver
 from xbus.core.envelope import Op
-from xbus.deploy.monitoring import LocalMonitoring, MonitoringConfig, ScrapeTarget
+from xbus.deploy.monitoring import LocalMonitoring, ScrapeTarget
 from xbus.deploy.process import free_port
 
 pytestmark = pytest.mark.broker
@@ -51,15 +52,7 @@ def test_the_overview_page_draws_live_graphs(bus: Bus, tmp_path: Path) -> None:
     subscriber = f"sub_{uuid.uuid4().hex[:8]}"
     secret = b"the-subscriber-secret-of-at-least-32-bytes-for-hmac"
     metrics = free_port()
-    config = MonitoringConfig(
-        prometheus_port=free_port(),
-        alertmanager_port=free_port(),
-        node_exporter_port=free_port(),
-        data_dir=tmp_path / "monitoring",
-        run_dir=tmp_path / "run",
-        log_dir=tmp_path / "logs",
-        interval="1s",
-    )
+    config = monitoring_for(tmp_path)
     broker = os.environ.get("XBUS_BROKER_METRICS_URL", "")
     targets = [ScrapeTarget("xbus", f"127.0.0.1:{metrics}", {"component": "webhook"})]
     if broker:

@@ -24,13 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Bus
 from tests.support.components import wait_for, webhook_connector
 from tests.support.delivery_feed import DeliveryFeed, licence
+from tests.support.monitoring import monitoring_for
 from tests.support.webhook_receiver import webhook_receiver
 from xbus.core.envelope import Op
 from xbus.deploy.monitoring import (
     ALERT_RULES,
     ALERTMANAGER_DIR,
     LocalMonitoring,
-    MonitoringConfig,
     ScrapeTarget,
     prometheus_config,
     target_jobs,
@@ -238,16 +238,7 @@ def test_a_target_down_fires_an_alert_that_reaches_the_receiver_and_resolves(
     secret = b"the-subscriber-secret-of-at-least-32-bytes-for-hmac"
     feed = DeliveryFeed(bus.settings, subscriber)
     metrics = free_port()
-    config = MonitoringConfig(
-        prometheus_port=free_port(),
-        alertmanager_port=free_port(),
-        node_exporter_port=free_port(),
-        data_dir=tmp_path / "monitoring",
-        run_dir=tmp_path / "run",
-        log_dir=tmp_path / "logs",
-        interval="1s",
-        rules=(_rules_that_wait(5, tmp_path),),
-    )
+    config = monitoring_for(tmp_path, rules=(_rules_that_wait(5, tmp_path),))
     paused = {"alertname": "XbusConnectorPaused", "subscriber": subscriber}
     with ExitStack() as stack:
         alerts = stack.enter_context(_alert_receiver())
