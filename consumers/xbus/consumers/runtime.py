@@ -362,8 +362,13 @@ class Connector:
             if (tp.topic, tp.partition) in kept:
                 tp.offset = kept[(tp.topic, tp.partition)]
         consumer.assign(partitions)
+        # librdkafka keeps a partition's pause across a revoke and a new assignment: one paused
+        # during an outage comes back paused even when the outage ended between the revoke and
+        # this call (then nothing resumes it and its events wait for a restart). Set both ways.
         if self._paused:
             consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._revoked = True

@@ -241,6 +241,9 @@ class HotPath:
         # A partition this worker held before may have been extended by another since.
         self._chains.forget()
         unknown = [p for p in partitions if not self._sources.can_route(p.topic)]
+        # librdkafka keeps a pause across a revoke and a new assignment: a partition held
+        # while its dataset was unknown would come back held, with nothing left to resume it.
+        consumer.resume([p for p in partitions if self._sources.can_route(p.topic)])
         if unknown:
             consumer.pause(unknown)
             self._paused.update((p.topic, p.partition) for p in unknown)
