@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 MYPY_PACKAGES := -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumers -p xbus.deploy -p xbus.cli
 
-.PHONY: install run test unit lint bench down clean manifests
+.PHONY: install run test faults unit lint bench down clean manifests
 
 install: $(STAMP)
 	@sh deploy/install-packages.sh
@@ -29,11 +29,18 @@ run: install
 
 # Lint and strict typing first (seconds); then a throw-away broker, registry and PostgreSQL
 # on free ports, the whole suite against them (the layering and wheel checks included), then
-# stop.
+# stop; then the tests that stop Kafka nodes (tests/faults, the short form) on a throw-away
+# stack of three.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy $(MYPY_PACKAGES)
-	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest -m 'not cluster' $(PYTEST_ARGS)
+	$(BIN)/xbus stack exec --brokers 3 -- $(BIN)/python -m pytest -m cluster $(FAULTS_PYTEST_ARGS)
+
+# The fault tests in their full form, on a throw-away stack of three Kafka nodes
+# (docs/reliability.md).
+faults: install
+	XBUS_FAULTS_FULL=1 $(BIN)/xbus stack exec --brokers 3 -- $(BIN)/python -m pytest -m cluster $(FAULTS_PYTEST_ARGS)
 
 # Publishing throughput of the SDK next to raw confluent-kafka (docs/publishing.md), and the
 # engine next to a raw passthrough (docs/grants.md), end-to-end delivery latency to a webhook

@@ -218,11 +218,15 @@ def postgres_dsn() -> Iterator[str]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses the broker or PostgreSQL is a ``broker`` test, whether or not its
-    module says so (``make unit`` leaves those out)."""
+    module says so (``make unit`` leaves those out); one that stops Kafka nodes is a
+    ``cluster`` test (``make test`` runs those on a stack of three)."""
     needs = {"bus", "registered", "granted", "postgres_dsn"}
     for item in items:
-        if needs & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if needs & names:
             item.add_marker(pytest.mark.broker)
+        if "cluster" in names:
+            item.add_marker(pytest.mark.cluster)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -28,7 +28,7 @@ from xbus.deploy.errors import LauncherError
 from xbus.deploy.monitoring import ScrapeTarget
 from xbus.deploy.process import ManagedProcess
 from xbus.deploy.provisioning.bus_file import provisioning_file
-from xbus.deploy.stack import LocalStack
+from xbus.deploy.stack import LocalStack, StackSettings
 from xbus.producers.demodata import DISTRICTS
 from xbus.streams.grant_files import apply_grants
 from xbus.streams.state import set_reference_table
@@ -357,9 +357,10 @@ def up(
         bool, typer.Option(help="Also run the engine, a connector and the demo.")
     ] = True,
     rate: Annotated[float, typer.Option(help="Demo licences per second.")] = 1.0,
+    brokers: Annotated[int | None, BROKERS_OPTION] = None,
 ) -> None:
     """Start the local stack and keep it running until Ctrl-C, which stops everything."""
-    stack = LocalStack.persistent()
+    stack = LocalStack.persistent(_with_brokers(brokers))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -378,17 +379,34 @@ def up(
         console.print("stopped.")
 
 
+BROKERS_OPTION = typer.Option(
+    "--brokers",
+    min=1,
+    max=9,
+    help="Kafka nodes: 1, or 3 for a replicated cluster (replication factor 3, "
+    "min.insync.replicas 2). Default: XBUS_STACK_BROKERS, else 1.",
+)
+
+
+def _with_brokers(brokers: int | None) -> StackSettings:
+    settings = StackSettings()
+    return settings if brokers is None else settings.model_copy(update={"brokers": brokers})
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def exec(ctx: typer.Context) -> None:  # noqa: A001
+def exec(  # noqa: A001
+    ctx: typer.Context, brokers: Annotated[int | None, BROKERS_OPTION] = None
+) -> None:
     """Start a throw-away stack, run the command after ``--`` against it, and stop the stack.
 
     The command sees the stack's addresses and the office's credentials (by file) in XBUS_
     variables (XBUS_BOOTSTRAP_SERVERS, XBUS_SASL_*, XBUS_SCHEMA_REGISTRY_*, XBUS_POSTGRES_DSN,
-    ...); its exit code is ours.
+    ...), and the stack's folder in XBUS_STACK_DATA_DIR (for ``xbus stack broker``); its exit
+    code is ours.
     """
     if not ctx.args:
         raise typer.BadParameter("give the command to run after --, e.g. xbus stack exec -- pytest")
-    stack = LocalStack.ephemeral()
+    stack = LocalStack.ephemeral(_with_brokers(brokers))
     console.print(f"starting a test stack in {stack.data_dir}...")
     try:
         stack.start()
@@ -403,7 +421,10 @@ def exec(ctx: typer.Context) -> None:  # noqa: A001
     # SIGTERM (a CI job cancelled, a kill) is passed on to it: it must not outlive its stack.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        command = subprocess.Popen(ctx.args, env={**os.environ, **stack.client_env()})
+        command = subprocess.Popen(
+            ctx.args,
+            env={**os.environ, **stack.client_env(), "XBUS_STACK_DATA_DIR": str(stack.data_dir)},
+        )
         signal.signal(signal.SIGTERM, lambda *_: command.terminate())
         code = command.wait()
     finally:
@@ -457,3 +478,68 @@ def down() -> None:
             pid_file.stem, [], log_file=Path(os.devnull), pid_file=pid_file
         ).stop_leftover()
     console.print("nothing of the local stack is running.")
+
+
+broker_app = typer.Typer(
+    help="Stop, kill or start one Kafka node of a running stack (a cluster's, to try a fault).",
+    no_args_is_help=True,
+)
+app.add_typer(broker_app, name="broker")
+
+NODE_ARGUMENT = typer.Argument(help="The node's id: 1 to the stack's --brokers.")
+DATA_DIR_OPTION = typer.Option(
+    "--data-dir",
+    envvar="XBUS_STACK_DATA_DIR",
+    help="The stack's folder: the one xbus stack exec gives its command in "
+    "XBUS_STACK_DATA_DIR; default make run's.",
+)
+
+
+def _running_stack(data_dir: Path | None) -> LocalStack:
+    folder = data_dir or LocalStack.persistent().data_dir
+    try:
+        return LocalStack.attach(folder)
+    except LauncherError as error:
+        raise fail(error) from None
+
+
+def _on_node(data_dir: Path | None, node: int, act: str) -> None:
+    stack = _running_stack(data_dir)
+    try:
+        if act == "start":
+            stack.kafka.start_node(node, outlive_parent=True)
+        elif act == "stop":
+            stack.kafka.stop_node(node)
+        else:
+            stack.kafka.kill_node(node)
+    except LauncherError as error:
+        raise fail(error) from None
+    done = {"start": "answering again", "stop": "stopped", "kill": "killed"}[act]
+    console.print(f"Kafka node {node} {done} ({stack.kafka.node(node).config.address})")
+
+
+@broker_app.command("stop")
+def broker_stop(
+    node: Annotated[int, NODE_ARGUMENT],
+    data_dir: Annotated[Path | None, DATA_DIR_OPTION] = None,
+) -> None:
+    """Stop node N cleanly (a controlled shutdown: its partitions' leadership moves first)."""
+    _on_node(data_dir, node, "stop")
+
+
+@broker_app.command("kill")
+def broker_kill(
+    node: Annotated[int, NODE_ARGUMENT],
+    data_dir: Annotated[Path | None, DATA_DIR_OPTION] = None,
+) -> None:
+    """Kill node N at once (SIGKILL), as a crash would."""
+    _on_node(data_dir, node, "kill")
+
+
+@broker_app.command("start")
+def broker_start(
+    node: Annotated[int, NODE_ARGUMENT],
+    data_dir: Annotated[Path | None, DATA_DIR_OPTION] = None,
+) -> None:
+    """Start node N again and wait until it answers; the stack stops it with the rest."""
+    _on_node(data_dir, node, "start")

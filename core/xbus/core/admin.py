@@ -13,11 +13,12 @@ def ensure_topics(
     settings: BusSettings,
     topics: dict[str, int],
     *,
-    replication_factor: int = 1,
+    replication_factor: int = -1,
     config: dict[str, dict[str, str]] | None = None,
     timeout: float = 30.0,
 ) -> None:
     """Create each ``{name: partitions}`` topic that does not exist yet; existing ones are kept.
+    ``replication_factor`` -1 is the cluster's ``default.replication.factor``.
 
     Existing topics are looked up first and not asked for again: on a secured bus a component
     may use a topic that ``xbus provision`` made without the right to create it, and Kafka

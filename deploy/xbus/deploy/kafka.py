@@ -1,5 +1,11 @@
-"""A single-node Apache Kafka 4 broker in KRaft mode (combined broker and controller) on
-loopback, run from the official jars, secured by default.
+"""Apache Kafka 4 in KRaft mode on loopback, run from the official jars, secured by default:
+one node (combined broker and controller), or a cluster of several such nodes whose
+controllers form the quorum (``KafkaCluster``), where any one node can be stopped, killed and
+started again while the others run.
+
+A cluster's topics are made with replication factor 3 (the node count, if smaller) and
+``min.insync.replicas`` 2, Kafka's own internal topics too; one node keeps 1 and 1. Topics
+created without a replication factor (xbus asks for the cluster's default) get these.
 
 Secured: clients authenticate with SASL/SCRAM-SHA-512 on the client listener; the KRaft
 ``StandardAuthorizer`` refuses whatever no ACL allows (``allow.everyone.if.no.acl.found=false``).
@@ -18,7 +24,10 @@ on SASL_PLAINTEXT: it listens on the broker's host for the broker itself only.""
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
+import os
+import signal
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -69,11 +78,35 @@ class KafkaConfig:
     # Where the broker's own metrics are served for Prometheus (the JMX exporter Java agent,
     # on ``host``); None: not served.
     metrics_port: int | None = None
+    # This node's id, and every node of its cluster (itself included) as (id, client port,
+    # controller port); empty: a cluster of this one node.
+    node_id: int = 1
+    nodes: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def members(self) -> tuple[tuple[int, int, int], ...]:
+        """Every node of the cluster as (id, client port, controller port)."""
+        return self.nodes or ((self.node_id, self.port, self.controller_port),)
+
+    @property
+    def replicas(self) -> int:
+        """The replication factor of the cluster's topics: 3, or every node if fewer."""
+        return min(3, len(self.members))
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """How many replicas must have a write before it is acknowledged (acks=all)."""
+        return 2 if self.replicas >= 3 else 1
+
+    @property
+    def address(self) -> str:
+        """This node's own client address."""
+        return f"{self.host}:{self.port}"
 
     @property
     def bootstrap_servers(self) -> str:
-        """The address clients connect to."""
-        return f"{self.host}:{self.port}"
+        """The addresses clients connect to: every node's."""
+        return ",".join(f"{self.host}:{port}" for _, port, _ in self.members)
 
     @property
     def metrics_url(self) -> str | None:
@@ -129,19 +162,21 @@ class KafkaConfig:
 
 
 def server_properties(config: KafkaConfig) -> str:
-    """The broker's ``server.properties`` for ``config`` (with passwords when secured: the file
+    """The node's ``server.properties`` for ``config`` (with passwords when secured: the file
     is written 0600)."""
     h = config.host
     client = config.security_protocol
     # The controller listener is the broker's own; it never gets TLS (see the module's doc).
     controller = "SASL_PLAINTEXT" if config.secured else "PLAINTEXT"
+    voters = ",".join(f"{n}@{h}:{cport}" for n, _, cport in config.members)
+    rf, isr = config.replicas, config.min_insync_replicas
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{h}:{config.controller_port}",
+            f"node.id={config.node_id}",
+            f"controller.quorum.voters={voters}",
             f"listeners={client}://{h}:{config.port},CONTROLLER://{h}:{config.controller_port}",
-            f"advertised.listeners={client}://{h}:{config.port}",
+            f"advertised.listeners={client}://{config.address}",
             "controller.listener.names=CONTROLLER",
             f"inter.broker.listener.name={client}",
             f"listener.security.protocol.map=CONTROLLER:{controller},{client}:{client}",
@@ -150,14 +185,19 @@ def server_properties(config: KafkaConfig) -> str:
             f"log.dirs={config.data_dir.resolve() / 'log'}",
             f"num.partitions={config.partitions}",
             "auto.create.topics.enable=true",
-            "offsets.topic.replication.factor=1",
+            f"default.replication.factor={rf}",
+            f"min.insync.replicas={isr}",
+            f"offsets.topic.replication.factor={rf}",
             "offsets.topic.num.partitions=10",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"transaction.state.log.replication.factor={rf}",
+            f"transaction.state.log.min.isr={isr}",
+            f"share.coordinator.state.topic.replication.factor={rf}",
+            f"share.coordinator.state.topic.min.isr={isr}",
             "group.initial.rebalance.delay.ms=0",
             "log.retention.hours=168",
+            # A node that comes back catches up and takes its partitions' leadership back.
+            "auto.leader.rebalance.enable=true",
+            "leader.imbalance.check.interval.seconds=10",
             "",
         ]
     )
@@ -211,7 +251,8 @@ class LocalKafka:
         self.config = config
         data = config.data_dir.resolve()
         # It holds the broker's own passwords: kept with the secrets, not the data.
-        self._properties = config.secrets_dir.resolve() / "kafka" / "server.properties"
+        name = "server.properties" if config.node_id == 1 else f"server-{config.node_id}.properties"
+        self._properties = config.secrets_dir.resolve() / "kafka" / name
         self.process: ManagedProcess | None = None
         self._log_dir = data / "logs"
         self._pid_file = config.run_dir.resolve() / f"kafka-{config.port}.pid"
@@ -248,7 +289,7 @@ class LocalKafka:
             "kafka.tools.StorageTool",
             "format",
             "--ignore-formatted",
-            f"--cluster-id={cluster_id()}",
+            f"--cluster-id={self._cluster_id()}",
             f"--config={self._properties}",
         )
         if c.secured:
@@ -267,6 +308,13 @@ class LocalKafka:
             argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise LauncherError(f"formatting {log_dir} failed:\n{result.stdout}{result.stderr}")
+
+    def _cluster_id(self) -> str:
+        """The cluster's id, made once and shared by its nodes (each is formatted with it)."""
+        path = self.config.secrets_dir.resolve() / "kafka" / "cluster.id"
+        if not path.exists():
+            write_private(path, cluster_id())
+        return path.read_text().strip()
 
     def _check_users_kept(self) -> None:
         """A secured broker on a data dir formatted without its users (by an unsecured stack,
@@ -293,14 +341,22 @@ class LocalKafka:
         (agent,) = folder.glob("jmx_prometheus_javaagent-*.jar")
         return [f"-javaagent:{agent}={c.host}:{c.metrics_port}:{JMX_EXPORTER_RULES}"]
 
-    def start(self) -> None:
-        """Start the broker and wait until it answers metadata requests."""
+    def start(self, *, outlive_parent: bool = False) -> None:
+        """Start the node and wait until it answers metadata requests as a broker."""
+        self.launch(outlive_parent=outlive_parent)
+        self.wait_ready()
+
+    def launch(self, *, outlive_parent: bool = False) -> None:
+        """Start the node's process (formatting its storage the first time), not waiting for
+        it: a cluster's nodes answer only once a quorum of them runs. ``outlive_parent``: see
+        ``ManagedProcess.start``."""
         c = self.config
         jars = resolve_artifacts(KAFKA_POM, c.cache_dir.resolve(), "kafka")
         argv = self._java(jars, "kafka.Kafka", str(self._properties), heap=c.heap)
         argv[1:1] = self._metrics_agent()
+        name = "kafka" if len(c.members) == 1 else f"kafka node {c.node_id}"
         self.process = ManagedProcess(
-            "kafka", argv, log_file=self._log_dir / "stdout.log", pid_file=self._pid_file
+            name, argv, log_file=self._log_dir / "stdout.log", pid_file=self._pid_file
         )
         self.process.stop_leftover()
         check_port_free(c.host, c.port, "the Kafka broker", "XBUS_STACK_KAFKA_PORT")
@@ -317,17 +373,111 @@ class LocalKafka:
             ensure_broker_certificates(c.certificates.folder, c.host)
         write_private(self._properties, server_properties(c))
         self._format(jars)
-        self.process.start()
-        probe: dict[str, Any] = {**c.client_config(), "logger": _quiet}
+        self.process.start(outlive_parent=outlive_parent)
+
+    def wait_ready(self) -> None:
+        """Wait until this node answers metadata requests on its own address and counts
+        itself among the cluster's brokers; stop it and raise if it does not in time."""
+        assert self.process is not None, "launch() first"
+        c = self.config
+        probe: dict[str, Any] = {
+            **c.client_config(),
+            "bootstrap.servers": c.address,
+            "logger": _quiet,
+        }
         admin = AdminClient(probe)
         self.process.wait_until(
-            lambda: _answers(admin), c.start_timeout, f"answering on {c.bootstrap_servers}"
+            lambda: _answers(admin, c.node_id), c.start_timeout, f"answering on {c.address}"
         )
 
     def stop(self) -> None:
-        """Stop the broker cleanly (a controlled shutdown takes a few seconds)."""
+        """Stop the node cleanly (a controlled shutdown takes a few seconds); one started by
+        another process (``xbus stack broker start``) is found by its pid file."""
+        ours = self.process.process.pid if self.process and self.process.process else None
+        recorded = self._by_pid_file()
+        if recorded.recorded_pid() not in (None, ours):
+            recorded.stop_leftover("started by another command")
         if self.process is not None:
             self.process.stop(timeout=60)
+
+    @property
+    def running(self) -> bool:
+        """Whether the node's process runs, whichever command started it."""
+        if self.process is not None and self.process.running:
+            return True
+        return self._by_pid_file().recorded_pid() is not None
+
+    def signal_stop(self) -> None:
+        """Ask the node to shut down, not waiting (``stop`` waits)."""
+        if self.process is not None and self.process.running:
+            self.process.signal()
+        elif (pid := self._by_pid_file().recorded_pid()) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Kill the node at once (SIGKILL): no controlled shutdown, nothing flushed."""
+        if self.process is not None and self.process.running:
+            self.process.kill()
+        else:
+            self._by_pid_file().kill()
+
+    def _by_pid_file(self) -> ManagedProcess:
+        return ManagedProcess(
+            "kafka", [], log_file=self._log_dir / "stdout.log", pid_file=self._pid_file
+        )
+
+
+class KafkaCluster:
+    """The nodes of one cluster, started together (a node answers once a quorum runs), each
+    of which can be stopped, killed and started again while the others run."""
+
+    def __init__(self, configs: list[KafkaConfig]) -> None:
+        if not configs:
+            raise LauncherError("a Kafka cluster needs at least one node")
+        self.nodes = {c.node_id: LocalKafka(c) for c in configs}
+        # Clients' settings: any node's config gives every node's address.
+        self.config = configs[0]
+
+    def start(self) -> None:
+        """Start every node, then wait until each answers; if one fails, all are stopped."""
+        try:
+            for node in self.nodes.values():
+                node.launch()
+            for node in self.nodes.values():
+                node.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every node at once: stopped one by one, the last would wait for a quorum that
+        has already gone."""
+        for node in self.nodes.values():
+            node.signal_stop()
+        for node in self.nodes.values():
+            node.stop()
+
+    def node(self, node_id: int) -> LocalKafka:
+        """Node ``node_id``; a clear error if the cluster has none by that id."""
+        if node_id not in self.nodes:
+            raise LauncherError(
+                f"there is no Kafka node {node_id}: the cluster's nodes are "
+                f"{', '.join(map(str, sorted(self.nodes)))}"
+            )
+        return self.nodes[node_id]
+
+    def start_node(self, node_id: int, *, outlive_parent: bool = False) -> None:
+        """Start node ``node_id`` again and wait until it is back among the brokers."""
+        self.node(node_id).start(outlive_parent=outlive_parent)
+
+    def stop_node(self, node_id: int) -> None:
+        """Stop node ``node_id`` cleanly (its partitions' leadership moves first)."""
+        self.node(node_id).stop()
+
+    def kill_node(self, node_id: int) -> None:
+        """Kill node ``node_id`` with SIGKILL."""
+        self.node(node_id).kill()
 
 
 # librdkafka reports every refused connection while the broker starts; nobody needs those.
@@ -344,9 +494,9 @@ def cluster_id() -> str:
             return candidate
 
 
-def _answers(admin: AdminClient) -> bool:
+def _answers(admin: AdminClient, node_id: int) -> bool:
     try:
         metadata = admin.list_topics(timeout=1.0)
     except Exception:
         return False
-    return bool(metadata.brokers)
+    return node_id in metadata.brokers

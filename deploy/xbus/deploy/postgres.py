@@ -319,9 +319,18 @@ class LocalPostgres:
 
     def stop(self) -> None:
         """Stop the server with a fast shutdown: open sessions are ended, committed data is
-        kept."""
+        kept. A server this process did not start (``LocalStack.attach``) is found by its pid
+        file."""
         if self.process is not None:
             self.process.stop(timeout=30)
+            return
+        ManagedProcess(
+            "PostgreSQL",
+            [],
+            log_file=Path(os.devnull),
+            pid_file=self._pid_file,
+            stop_signal=signal.SIGINT,
+        ).stop_leftover("started by another command")
 
 
 def scram_verifier(password: str, iterations: int = 4096) -> str:

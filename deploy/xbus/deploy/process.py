@@ -104,21 +104,49 @@ class ManagedProcess:
         self.user = user
         self.process: subprocess.Popen[bytes] | None = None
 
-    def stop_leftover(self) -> None:
-        """Stop a process of the same name left running by an earlier, killed run."""
-        if not self.pid_file.exists():
-            return
+    def recorded_pid(self) -> int | None:
+        """The pid in the pid file, if that process is still ours (it carries the file's tag),
+        else None."""
         try:
             pid = int(self.pid_file.read_text().strip())
-        except ValueError:
-            pid = 0
-        if pid and self.tag.encode() in _environment(pid):
-            print(f"stopping {self.name} left running by an earlier run (pid {pid})", flush=True)
-            _terminate_pid(pid, self.stop_signal, timeout=20)
+        except (OSError, ValueError):
+            return None
+        return pid if pid and self.tag.encode() in _environment(pid) else None
+
+    def stop_leftover(self, what: str = "left running by an earlier run") -> None:
+        """Stop a process of the same name left running by an earlier, killed run (or
+        started by another command: ``what`` says which)."""
+        if not self.pid_file.exists():
+            return
+        pid = self.recorded_pid()
+        if pid is not None:
+            print(f"stopping {self.name} {what} (pid {pid})", flush=True)
+            _terminate_pid(pid, self.stop_signal, timeout=60)
         self.pid_file.unlink(missing_ok=True)
 
-    def start(self) -> None:
-        """Start the process, its output going to the log file."""
+    def signal(self) -> None:
+        """Send the stop signal without waiting (``stop`` then waits)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(self.stop_signal)
+
+    def kill(self) -> None:
+        """SIGKILL, at once: the process gets no chance to shut down cleanly."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        elif (pid := self.recorded_pid()) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while not _exited(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+
+    def start(self, *, outlive_parent: bool = False) -> None:
+        """Start the process, its output going to the log file. It is stopped if this process
+        dies, unless ``outlive_parent`` (a broker node ``xbus stack broker start`` brings back
+        into a stack run by another command, which stops it by its pid file)."""
         self.stop_leftover()
         self.log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +162,11 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=functools.partial(_die_with_parent, self.stop_signal),
+                preexec_fn=(
+                    None
+                    if outlive_parent
+                    else functools.partial(_die_with_parent, self.stop_signal)
+                ),
                 **credentials_of(self.user),
             )
         self.pid_file.write_text(str(self.process.pid))

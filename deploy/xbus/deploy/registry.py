@@ -13,6 +13,7 @@ storage logs in as the SCRAM user ``registry``, allowed only its journal topics 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -262,6 +263,12 @@ class LocalRegistry:
             return False
 
     def stop(self) -> None:
-        """Stop the registry."""
+        """Stop the registry; one this process did not start (``LocalStack.attach``) is found
+        by its pid file."""
         if self.process is not None:
             self.process.stop(timeout=30)
+            return
+        pid_file = self.config.run_dir.resolve() / f"registry-{self.config.port}.pid"
+        ManagedProcess("registry", [], log_file=Path(os.devnull), pid_file=pid_file).stop_leftover(
+            "started by another command"
+        )

@@ -16,7 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from xbus.core.secret_files import password_file
 from xbus.core.settings import home_dir
 from xbus.core.signatures import ensure_keypair
-from xbus.deploy.kafka import ADMIN_USER, REGISTRY_USER, KafkaConfig, LocalKafka
+from xbus.deploy.errors import LauncherError
+from xbus.deploy.kafka import ADMIN_USER, REGISTRY_USER, KafkaCluster, KafkaConfig
 from xbus.deploy.monitoring import LocalMonitoring, MonitoringConfig, ScrapeTarget
 from xbus.deploy.postgres import (
     LocalPostgres,
@@ -58,6 +59,11 @@ class StackSettings(BaseSettings):
     secured: bool = True
     # TLS on the broker's client listener (SASL_SSL), with a private CA made once.
     tls: bool = False
+    # Kafka nodes (broker and controller each): 1, or 3 for a replicated cluster (replication
+    # factor 3, min.insync.replicas 2). Node n > 1 listens on the ports of node 1 plus
+    # (n - 1) × 10000, unless ``node_ports`` gives its (client, controller, metrics) ports.
+    brokers: int = Field(default=1, ge=1, le=9)
+    node_ports: dict[int, tuple[int, int, int]] = {}
 
     @property
     def cache(self) -> Path:
@@ -81,7 +87,7 @@ class LocalStack:
 
     settings: StackSettings
     data_dir: Path
-    kafka: LocalKafka = field(init=False)
+    kafka: KafkaCluster = field(init=False)
     registry: LocalRegistry = field(init=False)
     postgres: LocalPostgres = field(init=False)
     monitoring: LocalMonitoring = field(init=False)
@@ -90,21 +96,26 @@ class LocalStack:
     def __post_init__(self) -> None:
         s = self.settings
         run_dir = self.data_dir / "run"
-        self.kafka = LocalKafka(
-            KafkaConfig(
-                host=s.host,
-                port=s.kafka_port,
-                controller_port=s.controller_port,
-                data_dir=self.data_dir / "kafka",
-                cache_dir=s.cache,
-                run_dir=run_dir,
-                heap=s.kafka_heap,
-                start_timeout=s.start_timeout,
-                secured=s.secured,
-                secrets_dir=self.secrets_dir,
-                tls=s.tls,
-                metrics_port=s.broker_metrics_port,
-            )
+        self.kafka = KafkaCluster(
+            [
+                KafkaConfig(
+                    host=s.host,
+                    port=port,
+                    controller_port=controller_port,
+                    data_dir=self._node_dir(n),
+                    cache_dir=s.cache,
+                    run_dir=run_dir,
+                    heap=s.kafka_heap,
+                    start_timeout=s.start_timeout,
+                    secured=s.secured,
+                    secrets_dir=self.secrets_dir,
+                    tls=s.tls,
+                    metrics_port=metrics_port,
+                    node_id=n,
+                    nodes=tuple((m, p, c) for m, (p, c, _) in self.node_ports().items()),
+                )
+                for n, (port, controller_port, metrics_port) in self.node_ports().items()
+            ]
         )
         self.registry = LocalRegistry(
             RegistryConfig(
@@ -151,6 +162,54 @@ class LocalStack:
             )
         )
 
+    def node_ports(self) -> dict[int, tuple[int, int, int]]:
+        """Each Kafka node's (client, controller, metrics) ports, by node id."""
+        s = self.settings
+        first = (s.kafka_port, s.controller_port, s.broker_metrics_port)
+        return {
+            n: s.node_ports.get(n) or tuple(p + (n - 1) * 10_000 for p in first)  # type: ignore[misc]
+            for n in range(1, s.brokers + 1)
+        }
+
+    def _node_dir(self, node_id: int) -> Path:
+        """Where node ``node_id`` keeps its data: ``kafka`` for a stack of one broker,
+        ``kafka/node-<n>`` in a cluster."""
+        return (
+            self.data_dir / "kafka"
+            if self.settings.brokers == 1
+            else (self.data_dir / "kafka" / f"node-{node_id}")
+        )
+
+    def _check_broker_count(self) -> None:
+        """A data dir holds the Kafka data of one shape: one broker or a cluster."""
+        kafka = self.data_dir / "kafka"
+        single = (kafka / "log").exists()
+        cluster = any(kafka.glob("node-*"))
+        if self.settings.brokers > 1 and single:
+            raise LauncherError(
+                f"{kafka} holds the data of a stack with one broker, not a cluster of "
+                f"{self.settings.brokers}: start it with one broker, or remove {self.data_dir} "
+                "(its data is lost) or use another XBUS_HOME for the cluster"
+            )
+        if self.settings.brokers == 1 and cluster:
+            raise LauncherError(
+                f"{kafka} holds the data of a cluster of several brokers: start it with "
+                "--brokers as before, or remove "
+                f"{self.data_dir} (its data is lost) or use another XBUS_HOME"
+            )
+
+    @classmethod
+    def attach(cls, data_dir: Path) -> LocalStack:
+        """The stack running from ``data_dir`` (as its ``start`` recorded it), to act on its
+        parts from another process (``xbus stack broker``)."""
+        recorded = data_dir / "stack.json"
+        if not recorded.exists():
+            raise LauncherError(
+                f"no local stack was started from {data_dir} (it has no stack.json): start one "
+                "with make run (xbus stack up) or xbus stack exec"
+            )
+        return cls(StackSettings.model_validate_json(recorded.read_text()), data_dir)
+
     @classmethod
     def persistent(cls, settings: StackSettings | None = None) -> LocalStack:
         """The stack of ``make run``: fixed ports, data kept in ``<home>/data`` across runs."""
@@ -161,8 +220,13 @@ class LocalStack:
     def ephemeral(cls, settings: StackSettings | None = None) -> LocalStack:
         """A throw-away stack on free ports with a fresh data dir (for tests); the jar cache
         is shared."""
-        settings = (settings or StackSettings()).model_copy(
+        settings = settings or StackSettings()
+        settings = settings.model_copy(
             update={
+                "node_ports": {
+                    n: (free_port(), free_port(), free_port())
+                    for n in range(2, settings.brokers + 1)
+                },
                 "kafka_port": free_port(),
                 "controller_port": free_port(),
                 "registry_port": free_port(),
@@ -230,6 +294,9 @@ class LocalStack:
         """Start the broker, the registry, then PostgreSQL; if one fails, what was started is
         stopped, last first."""
         self.close_folders()
+        self._check_broker_count()
+        # What ``attach`` reads: how this stack was started (ports, folders; no secret).
+        (self.data_dir / "stack.json").write_text(self.settings.model_dump_json(indent=2))
         parts = [
             (self.kafka.start, self.kafka.stop),
             (self.start_registry, self.registry.stop),
@@ -316,11 +383,16 @@ class LocalStack:
         return process
 
     def scrape_targets(self) -> list[ScrapeTarget]:
-        """The stack's own metrics endpoints: the broker's (its JMX exporter)."""
-        c = self.kafka.config
-        if c.metrics_port is None:
-            return []
-        return [ScrapeTarget("kafka", f"{c.host}:{c.metrics_port}", {"component": "kafka"})]
+        """The stack's own metrics endpoints: each broker's (its JMX exporter)."""
+        return [
+            ScrapeTarget(
+                "kafka",
+                f"{node.config.host}:{node.config.metrics_port}",
+                {"component": "kafka", "node": str(node_id)},
+            )
+            for node_id, node in self.kafka.nodes.items()
+            if node.config.metrics_port is not None
+        ]
 
     def start_monitoring(self, targets: list[ScrapeTarget]) -> None:
         """Start the node exporter, Alertmanager and Prometheus, scraping the stack and

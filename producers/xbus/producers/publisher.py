@@ -53,11 +53,17 @@ POLL_INTERVAL = 0.005
 MAX_MESSAGE_BYTES = 1_000_000
 """librdkafka's default ``message.max.bytes``: the largest record a producer sends (Kafka's
 brokers take 1 MiB by default, a little more)."""
+# Kafka could not take the event now; the same event may be published again later. With
+# acks=all, fewer replicas in sync than min.insync.replicas (nodes of a cluster down) is one.
 _UNREACHABLE = {
     KafkaError._MSG_TIMED_OUT,
     KafkaError._TIMED_OUT,
     KafkaError._TRANSPORT,
     KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
 }
 
 

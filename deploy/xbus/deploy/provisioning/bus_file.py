@@ -102,7 +102,9 @@ class BusFile(_Strict):
     """The whole file."""
 
     version: Literal[1] = 1
-    replication_factor: Annotated[StrictInt, Field(ge=1, le=10)] = 1
+    # None: the cluster's own default.replication.factor (the local stack's: 1 on one broker,
+    # 3 on three).
+    replication_factor: Annotated[StrictInt, Field(ge=1, le=10)] | None = None
     departments: dict[str, Department] = {}
     subscribers: dict[str, Subscriber] = {}
     services: Services = Services()

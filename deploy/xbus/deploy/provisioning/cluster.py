@@ -287,7 +287,7 @@ class Provisioner:
                 )
             time.sleep(0.2)
 
-    def apply(self, plan: Plan, replication_factor: int) -> None:
+    def apply(self, plan: Plan, replication_factor: int | None) -> None:
         """Make every change of ``plan``; raises ``ProvisioningError`` naming each that failed
         (the changes before it stay made: planning again shows what is left)."""
         admin, timeout = self._admin, self._timeout
@@ -296,7 +296,8 @@ class Provisioner:
                 NewTopic(
                     t.name,
                     num_partitions=t.partitions,
-                    replication_factor=replication_factor,
+                    # -1: the cluster's default.replication.factor.
+                    replication_factor=-1 if replication_factor is None else replication_factor,
                     config=t.config,
                 )
                 for t in plan.topics_to_create

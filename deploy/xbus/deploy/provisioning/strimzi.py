@@ -78,18 +78,18 @@ def _metadata(name: str, cluster: str) -> dict[str, Any]:
     return {"name": resource_name(name), "labels": {CLUSTER_LABEL: cluster}}
 
 
-def kafka_topic(topic: TopicSpec, replication_factor: int, cluster: str) -> dict[str, Any]:
-    """The ``KafkaTopic`` of one topic the file makes."""
+def kafka_topic(topic: TopicSpec, replication_factor: int | None, cluster: str) -> dict[str, Any]:
+    """The ``KafkaTopic`` of one topic the file makes (no ``replicas``: the cluster's
+    default)."""
+    spec: dict[str, Any] = {"topicName": topic.name, "partitions": topic.partitions}
+    if replication_factor is not None:
+        spec["replicas"] = replication_factor
+    spec["config"] = dict(sorted(topic.config.items()))
     return {
         "apiVersion": API_VERSION,
         "kind": "KafkaTopic",
         "metadata": _metadata(topic.name, cluster),
-        "spec": {
-            "topicName": topic.name,
-            "partitions": topic.partitions,
-            "replicas": replication_factor,
-            "config": dict(sorted(topic.config.items())),
-        },
+        "spec": spec,
     }
 
 
@@ -116,7 +116,10 @@ def kafka_user(principal: Principal, cluster: str) -> dict[str, Any]:
 
 
 def strimzi_resources(
-    principals: list[Principal], topics: list[TopicSpec], replication_factor: int, cluster: str
+    principals: list[Principal],
+    topics: list[TopicSpec],
+    replication_factor: int | None,
+    cluster: str,
 ) -> list[dict[str, Any]]:
     """Every topic as a ``KafkaTopic``, then every principal as a ``KafkaUser``, labelled for
     the Strimzi cluster ``cluster``. Raises ``ProvisioningError`` if two topics or two users
