@@ -45,7 +45,9 @@ def _resources(text: str, kind: str) -> list[dict[str, Any]]:
     return [r for r in yaml.safe_load_all(text) if r["kind"] == kind]
 
 
-def _topics_of(resources: list[dict[str, Any]]) -> set[tuple[str, int, int | None, tuple[Any, ...]]]:
+def _topics_of(
+    resources: list[dict[str, Any]],
+) -> set[tuple[str, int, int | None, tuple[Any, ...]]]:
     return {
         (
             r["spec"]["topicName"],
