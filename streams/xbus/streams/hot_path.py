@@ -171,10 +171,18 @@ class HotPath:
                     "fetch.wait.max.ms": 50,
                     # A registry outage holds a batch for as long as it lasts.
                     "max.poll.interval.ms": 600_000,
+                    # A worker that dies (kill -9, a lost machine) is noticed after 10 s, and
+                    # only its partitions move: the others keep routing meanwhile (incremental
+                    # rebalancing), instead of every worker stopping until the dead one's
+                    # session runs out.
+                    "session.timeout.ms": 10_000,
+                    "heartbeat.interval.ms": 2_000,
+                    "partition.assignment.strategy": "cooperative-sticky",
                 }
             )
         )
         self._paused: set[tuple[str, int]] = set()
+        self._assigned: set[tuple[str, int]] = set()
         self._known_outputs: set[str] = set()
         self._in_flight: deque[Batch] = deque()
         self.stopping = threading.Event()
@@ -238,6 +246,7 @@ class HotPath:
         return False
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions added to this worker's (incremental: the others stay as they were)."""
         # A partition this worker held before may have been extended by another since.
         self._chains.forget()
         unknown = [p for p in partitions if not self._sources.can_route(p.topic)]
@@ -249,21 +258,25 @@ class HotPath:
             self._paused.update((p.topic, p.partition) for p in unknown)
             names = sorted({p.topic for p in unknown})
             log.warning("source topics without a registered dataset, held: %s", names)
-        ENGINE_PARTITIONS.set(len(partitions) - len(unknown))
+        self._assigned.update((p.topic, p.partition) for p in partitions)
+        ENGINE_PARTITIONS.set(len(self._assigned - self._paused))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken from this worker (the others stay)."""
         # What is in flight is settled, and its offsets stored, before the partitions go.
         self._settle_all()
         self._chains.forget()
-        self._paused.clear()
-        ENGINE_PARTITIONS.set(0)
+        gone = {(p.topic, p.partition) for p in partitions}
+        self._paused -= gone
+        self._assigned -= gone
+        ENGINE_PARTITIONS.set(len(self._assigned - self._paused))
 
     def _resume_known(self) -> None:
         ready = [tp for tp in self._paused if self._sources.can_route(tp[0])]
         if ready:
             self._consumer.resume([TopicPartition(t, p) for t, p in ready])
             self._paused.difference_update(ready)
-            ENGINE_PARTITIONS.inc(len(ready))
+            ENGINE_PARTITIONS.set(len(self._assigned - self._paused))
 
     def _send_batch(self, records: list[Message]) -> None:
         """Route one batch and hand its writes to the producer."""
