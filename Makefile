@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 MYPY_PACKAGES := -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumers -p xbus.deploy -p xbus.cli
 
-.PHONY: install run test faults unit lint bench down clean manifests
+.PHONY: install run test faults soak unit lint bench down clean manifests
 
 install: $(STAMP)
 	@sh deploy/install-packages.sh
@@ -36,6 +36,12 @@ test: install
 	$(BIN)/mypy $(MYPY_PACKAGES)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest -m 'not cluster' $(PYTEST_ARGS)
 	$(BIN)/xbus stack exec --brokers 3 -- $(BIN)/python -m pytest -m cluster $(FAULTS_PYTEST_ARGS)
+
+# The bus at a fixed rate for a long time, every component's memory, file descriptors and
+# threads sampled each minute; fails on growth after the warm-up (docs/reliability.md).
+# SOAK_ARGS: --minutes 30 --rate 1000 by default.
+soak: install
+	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.soak $(SOAK_ARGS)
 
 # The fault tests in their full form, on a throw-away stack of three Kafka nodes
 # (docs/reliability.md).
