@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -291,7 +292,7 @@ class Publisher:
 
     def publish_sync(self, dataset: str, op: Op, **fields: Any) -> Receipt:
         """Publish one event and wait for Kafka's acknowledgement."""
-        return self.publish(dataset, op, **fields).result(self.delivery_timeout + 5)
+        return self.wait_for(dataset, [self.publish(dataset, op, **fields)])[0]
 
     async def publish_async(self, dataset: str, op: Op, **fields: Any) -> Receipt:
         """Publish one event; resumes when Kafka acknowledged it."""
@@ -326,7 +327,38 @@ class Publisher:
             self._reject(dataset, InvalidRecord.reason, len(errors))
             raise InvalidBatch(f"{self.department}.{dataset}", errors)
         futures = self.produce_checked(dataset, events)
-        return [f.result(self.delivery_timeout + 5) for f in futures]
+        return self.wait_for(dataset, futures)
+
+    @property
+    def acknowledgement_timeout(self) -> float:
+        """How long a publish waits for Kafka's acknowledgement before giving up: the delivery
+        timeout, and a margin for the report to come back."""
+        return self.delivery_timeout + 5
+
+    def wait_for(self, dataset: str, futures: list[Future[Receipt]]) -> list[Receipt]:
+        """The receipts of ``futures``, waiting up to ``acknowledgement_timeout`` in all; what
+        Kafka refused raises its ``PublishError``, what it did not answer in time
+        ``unacknowledged``'s ``BrokerUnreachable``."""
+        deadline = time.monotonic() + self.acknowledgement_timeout
+        receipts = []
+        for index, future in enumerate(futures):
+            try:
+                receipts.append(future.result(max(0.0, deadline - time.monotonic())))
+            except FutureTimeout:
+                raise self.unacknowledged(dataset, len(futures) - index) from None
+        return receipts
+
+    def unacknowledged(self, dataset: str, count: int) -> BrokerUnreachable:
+        """The error for ``count`` events Kafka did not answer for in time (a partition whose
+        replicas are not enough in sync, a leader being moved): they may still be written,
+        so publishing them again must keep their event ids."""
+        self._reject(dataset, BrokerUnreachable.reason, count)
+        return BrokerUnreachable(
+            f"Kafka at {self._settings.bootstrap_servers} did not acknowledge {count} event(s) "
+            f"of {self.department}.{dataset} within {self.acknowledgement_timeout:.0f}s; they "
+            "may still be written: publish them again with the same event ids (subscribers "
+            "apply each once)"
+        )
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued event is acknowledged or has failed (its future says which).

@@ -130,9 +130,14 @@ class Ingest:
             )
         except PublishError as exc:  # an event too large for Kafka, refused before sending
             raise rejected(publisher.department, dataset, from_publish_error(exc)) from None
-        outcomes = await asyncio.gather(
-            *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
-        )
+        waiting = [asyncio.wrap_future(f) for f in futures]
+        done, late = await asyncio.wait(waiting, timeout=publisher.acknowledgement_timeout)
+        outcomes: list[Receipt | BaseException] = [
+            (w.exception() or w.result()) for w in waiting if w in done
+        ]
+        if late:
+            # Not answered in time: a 503 the client may retry with the same event ids.
+            outcomes.append(publisher.unacknowledged(dataset, len(late)))
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         receipts = [o for o in outcomes if isinstance(o, Receipt)]
         if failed:
