@@ -23,8 +23,6 @@ from xbus.producers.demodata import DemoData
 from xbus.producers.exceptions import BrokerUnreachable
 from xbus.producers.publisher import Publisher
 
-LICENCES = "gov.market_regulation.business_licence"
-
 
 def test_a_clusters_topics_have_three_replicas_and_need_two_in_sync(cluster: Cluster) -> None:
     topic = f"cluster-{uuid.uuid4().hex[:8]}"
@@ -45,7 +43,7 @@ def test_with_two_nodes_down_publishing_fails_retriably_and_resumes_by_itself(
         "market_regulation", system="faults", settings=settings, delivery_timeout=8
     ) as publisher:
         publisher.publish_sync("business_licence", Op.CREATE, after=data.business_licence())
-        survivor, *lost = sorted(cluster.stack.kafka.nodes)
+        _, *lost = sorted(cluster.stack.kafka.nodes)
         for node in lost:
             cluster.kill(node)
         started = time.monotonic()
@@ -65,7 +63,6 @@ def test_with_two_nodes_down_publishing_fails_retriably_and_resumes_by_itself(
         wait_for(published, 120, "publishing to work again with two nodes up")
     assert refused.value.retriable
     assert waited < 8 + 10, f"the publisher waited {waited:.0f}s"
-    assert str(lost[0]) != str(survivor)
 
 
 def test_with_two_nodes_down_the_gateway_answers_503_with_retry_after(
