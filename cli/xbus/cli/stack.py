@@ -291,7 +291,12 @@ def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
     deliveries land, and who receives what."""
     lines = [
         "[bold]xbus is up[/bold]",
-        f"Kafka broker     {stack.bootstrap_servers}",
+        (
+            f"Kafka broker     {stack.bootstrap_servers}"
+            if len(stack.kafka.nodes) == 1
+            else f"Kafka cluster    {stack.bootstrap_servers} (nodes "
+            f"{', '.join(map(str, stack.kafka.nodes))}: xbus stack broker stop|kill|start N)"
+        ),
         f"schema registry  {stack.registry_url}",
         f"PostgreSQL       {stack.postgres_dsn}",
     ]
