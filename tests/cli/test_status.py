@@ -82,7 +82,7 @@ def live(granted: Bus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
                 "connector",
                 "file",
                 *("--subscriber", SUBSCRIBER, "--subscriber", "open_data"),
-                *("--dir", str(log_dir / "out"), "--group", f"status-{run}"),
+                *("--dir", str(log_dir / "out"), "--group", f"status-connector-{run}"),
                 *("--metrics-port", str(ports["connector"])),
             )
         )

@@ -82,6 +82,9 @@ class KafkaConfig:
     # controller port); empty: a cluster of this one node.
     node_id: int = 1
     nodes: tuple[tuple[int, int, int], ...] = ()
+    # Where the cluster's id is kept, made at the first format and shared by its nodes (not a
+    # secret: it is in every node's meta.properties); None: ``<data_dir>/cluster.id``.
+    cluster_id_file: Path | None = None
 
     @property
     def members(self) -> tuple[tuple[int, int, int], ...]:
@@ -311,7 +314,8 @@ class LocalKafka:
 
     def _cluster_id(self) -> str:
         """The cluster's id, made once and shared by its nodes (each is formatted with it)."""
-        path = self.config.secrets_dir.resolve() / "kafka" / "cluster.id"
+        c = self.config
+        path = (c.cluster_id_file or c.data_dir / "cluster.id").resolve()
         if not path.exists():
             write_private(path, cluster_id())
         return path.read_text().strip()

@@ -113,6 +113,7 @@ class LocalStack:
                     metrics_port=metrics_port,
                     node_id=n,
                     nodes=tuple((m, p, c) for m, (p, c, _) in self.node_ports().items()),
+                    cluster_id_file=self.data_dir / "kafka" / "cluster.id",
                 )
                 for n, (port, controller_port, metrics_port) in self.node_ports().items()
             ]
