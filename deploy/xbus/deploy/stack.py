@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from xbus.core.secret_files import password_file
+from xbus.core.secret_files import password_file, write_private
 from xbus.core.settings import home_dir
 from xbus.core.signatures import ensure_keypair
 from xbus.deploy.errors import LauncherError
@@ -297,7 +297,7 @@ class LocalStack:
         self.close_folders()
         self._check_broker_count()
         # What ``attach`` reads: how this stack was started (ports, folders; no secret).
-        (self.data_dir / "stack.json").write_text(self.settings.model_dump_json(indent=2))
+        write_private(self.data_dir / "stack.json", self.settings.model_dump_json(indent=2))
         parts = [
             (self.kafka.start, self.kafka.stop),
             (self.start_registry, self.registry.stop),
