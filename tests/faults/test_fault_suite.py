@@ -434,11 +434,12 @@ def _write_series(
 
 def _out_of_order(acknowledged: list[Sent], receiver: Receiver, retried_ids: set[str]) -> set[str]:
     """Keys whose events first reached the webhook in another order than they were
-    published (events sent again after a refusal left out: a retry comes after newer ones)."""
+    published (events sent again after a refusal left out: a retry comes after newer ones;
+    events that never arrived are reported as missing, not here)."""
     position = {i: n for n, i in enumerate(receiver.processed)}
     by_key: dict[str, list[Sent]] = {}
     for s in sorted(acknowledged, key=lambda s: s.ts_ms):
-        if s.event_id not in retried_ids:
+        if s.event_id not in retried_ids and s.event_id in position:
             by_key.setdefault(s.key, []).append(s)
     return {
         key
