@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import Bus
-from tests.faults.stream import Stream, through_gateway, through_sdk
+from tests.faults.stream import Stream, licence_grant, through_gateway, through_sdk
 from tests.producers.test_gateway import start_gateway
 from tests.support.components import component, wait_for
 from tests.support.webhook_receiver import webhook_receiver
@@ -88,17 +88,6 @@ class Watched:
         return problems
 
 
-def _grant(folder: Path, subscriber: str) -> Path:
-    path = folder / f"{subscriber}.yaml"
-    path.write_text(
-        f"grant: {subscriber.replace('_', '-')}\nsubscriber: {subscriber}\n"
-        "dataset: market_regulation.business_licence\npurpose: soak\nlegal_basis: test\n"
-        "approval: SOAK-1\nvalid_from: 2026-01-01T00:00:00+08:00\n"
-        "fields:\n  credit_code: {}\n  name: {}\n  registered_capital: {}\n"
-    )
-    return path
-
-
 @contextmanager
 def _thread(target: Callable[[threading.Event], None]) -> Iterator[threading.Event]:
     stop = threading.Event()
@@ -130,7 +119,11 @@ def main() -> None:
     apply_grants(
         settings,
         catalog,
-        [settings.grants_dir, _grant(logs, table_subscriber), _grant(logs, hook_subscriber)],
+        [
+            settings.grants_dir,
+            licence_grant(logs, table_subscriber, "soak"),
+            licence_grant(logs, hook_subscriber, "soak"),
+        ],
     )
     set_reference_table(settings, "districts", DISTRICTS)
     secret_file = logs / "webhook.secret"

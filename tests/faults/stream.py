@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,18 @@ from xbus.core.envelope import Op
 from xbus.core.errors import XbusError
 from xbus.core.values import to_json
 from xbus.producers.publisher import EventSpec, Publisher
+
+
+def licence_grant(folder: Path, subscriber: str, purpose: str) -> Path:
+    """A grant file giving ``subscriber`` three fields of every business licence change."""
+    path = folder / f"{subscriber}.yaml"
+    path.write_text(
+        f"grant: {subscriber.replace('_', '-')}-licences\nsubscriber: {subscriber}\n"
+        f"dataset: market_regulation.business_licence\npurpose: {purpose}\n"
+        "legal_basis: test\napproval: TEST-1\nvalid_from: 2026-01-01T00:00:00+08:00\n"
+        "fields:\n  credit_code: {}\n  name: {}\n  registered_capital: {}\n"
+    )
+    return path
 
 
 @dataclass(frozen=True)

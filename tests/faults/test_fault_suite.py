@@ -38,7 +38,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tests.conftest import Bus
 from tests.faults.conftest import Cluster
-from tests.faults.stream import Sent, Stream, through_gateway, through_sdk
+from tests.faults.stream import Sent, Stream, licence_grant, through_gateway, through_sdk
 from tests.producers.test_gateway import start_gateway
 from tests.support.components import wait_for
 from tests.support.webhook_receiver import Receiver, webhook_receiver
@@ -155,17 +155,6 @@ class Watch:
         return m
 
 
-def _grant(folder: Path, subscriber: str) -> Path:
-    path = folder / f"{subscriber}.yaml"
-    path.write_text(
-        f"grant: {subscriber.replace('_', '-')}-licences\nsubscriber: {subscriber}\n"
-        "dataset: market_regulation.business_licence\npurpose: fault suite\n"
-        "legal_basis: test\napproval: FAULTS-1\nvalid_from: 2026-01-01T00:00:00+08:00\n"
-        "fields:\n  credit_code: {}\n  name: {}\n  registered_capital: {}\n"
-    )
-    return path
-
-
 def _source_counts(bus: Bus, ids: set[str]) -> Counter[str]:
     """How often each of ``ids`` is on the source topic (by the event-id header)."""
     return _count_ids(bus, LICENCES, ids)
@@ -269,7 +258,10 @@ def test_nothing_acknowledged_is_lost_or_applied_twice_through_every_fault(
     apply_grants(
         bus.settings,
         catalog,
-        [_grant(tmp_path, table_subscriber), _grant(tmp_path, hook_subscriber)],
+        [
+            licence_grant(tmp_path, table_subscriber, "fault suite"),
+            licence_grant(tmp_path, hook_subscriber, "fault suite"),
+        ],
     )
     data = DemoData(seed=int(tag, 16) % 1000)
     licences = [data.business_licence() for _ in range(KEYS)]
