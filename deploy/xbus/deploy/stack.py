@@ -96,6 +96,8 @@ class LocalStack:
     def __post_init__(self) -> None:
         s = self.settings
         run_dir = self.data_dir / "run"
+        ports = self.node_ports()
+        members = tuple((n, port, controller) for n, (port, controller, _) in ports.items())
         self.kafka = KafkaCluster(
             [
                 KafkaConfig(
@@ -112,10 +114,10 @@ class LocalStack:
                     tls=s.tls,
                     metrics_port=metrics_port,
                     node_id=n,
-                    nodes=tuple((m, p, c) for m, (p, c, _) in self.node_ports().items()),
+                    nodes=members,
                     cluster_id_file=self.data_dir / "kafka" / "cluster.id",
                 )
-                for n, (port, controller_port, metrics_port) in self.node_ports().items()
+                for n, (port, controller_port, metrics_port) in ports.items()
             ]
         )
         self.registry = LocalRegistry(
