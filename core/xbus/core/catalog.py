@@ -98,11 +98,20 @@ def _record_types(kind: Any) -> Iterator[dict[str, Any]]:
             yield from _record_types(kind["type"])
 
 
+def field_paths(record: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every field of ``record``, nested records' fields too, as ``(dotted path, field
+    schema)`` in schema order (a named type used again is not walked again)."""
+    for f in record["fields"]:
+        path = f"{prefix}{f['name']}"
+        yield path, f
+        for nested in _record_types(f["type"]):
+            yield from field_paths(nested, f"{path}.")
+
+
 def _classify(
     record: dict[str, Any], prefix: str, where: str, out: dict[str, Classification]
 ) -> None:
-    for f in record["fields"]:
-        path = f"{prefix}{f['name']}"
+    for path, f in field_paths(record, prefix):
         c = f.get("classification")
         if c not in CLASSIFICATIONS:
             raise CatalogError(
@@ -114,8 +123,6 @@ def _classify(
                 f"{where}: field {path!r} has xbus.format {fmt!r}; known: {', '.join(FORMATS)}"
             )
         out[path] = c
-        for nested in _record_types(f["type"]):
-            _classify(nested, f"{path}.", where, out)
 
 
 def load_dataset(path: Path, envelope: dict[str, Any]) -> Dataset:

@@ -4,9 +4,10 @@ an example event: ``xbus.streams.explanation``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Producer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -51,19 +52,31 @@ def load_grants(
         if isinstance(grant, list):
             problems += grant
             continue
-        result = check_and_compile(grant, catalog)
+        result = check_grant(grant, path, catalog, file.line_of)
         if isinstance(result, list):
-            problems += [
-                FileProblem(str(path), file.line_of(loc), message) for loc, message in result
-            ]
-            continue
-        notes = tuple(
-            FileProblem(str(path), file.line_of(("rows",)), note)
-            for note in row_filter_notes(result)
-        )
-        loaded.append(LoadedGrant(grant, path, notes))
+            problems += result
+        else:
+            loaded.append(result)
     problems += conflicts(loaded)
     return loaded, problems
+
+
+def check_grant(
+    grant: Grant,
+    where: Path,
+    catalog: Catalog,
+    line_of: Callable[[tuple[Any, ...]], int | None] = lambda _: None,
+) -> LoadedGrant | list[FileProblem]:
+    """``grant`` checked by the rules every grant meets (the same as ``xbus grants
+    validate``), wherever it came from: ready to publish, or every problem, each at
+    ``where`` and the line ``line_of`` gives for its key."""
+    result = check_and_compile(grant, catalog)
+    if isinstance(result, list):
+        return [FileProblem(str(where), line_of(loc), message) for loc, message in result]
+    notes = tuple(
+        FileProblem(str(where), line_of(("rows",)), note) for note in row_filter_notes(result)
+    )
+    return LoadedGrant(grant, where, notes)
 
 
 def row_filter_notes(grant: CompiledGrant) -> list[str]:
@@ -147,6 +160,22 @@ def apply_grants(settings: BusSettings, catalog: Catalog, targets: Iterable[Path
     again then)."""
     key = signing_key(settings)
     loaded, problems = load_grants(targets, catalog)
+    return publish_grants(settings, catalog, loaded, problems, key)
+
+
+def publish_grants(
+    settings: BusSettings,
+    catalog: Catalog,
+    loaded: list[LoadedGrant],
+    problems: list[FileProblem] | None = None,
+    key: Ed25519PrivateKey | None = None,
+) -> list[Applied]:
+    """Sign the valid grants ``loaded`` that changed and write them to the grants topic with
+    the next version; what ``apply_grants`` does once the files are read (the office's
+    console calls it with the grant an approval made). ``XbusError`` listing ``problems`` and
+    every conflict with a grant in force, having written nothing."""
+    key = key or signing_key(settings)
+    problems = list(problems or [])
     ensure_topics(settings, {GRANTS_TOPIC: 1}, config={GRANTS_TOPIC: {"cleanup.policy": "compact"}})
     # Judged with this very key: after a rotation, what the old key signed is signed again.
     on_topic = current_grants(settings, catalog, [key.public_key()])
