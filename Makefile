@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
-MYPY_PACKAGES := -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumers -p xbus.deploy -p xbus.cli
+MYPY_PACKAGES := -p xbus.core -p xbus.producers -p xbus.streams -p xbus.consumers -p xbus.deploy -p xbus.console -p xbus.cli
 
 .PHONY: install run test faults soak unit lint bench down clean manifests
 

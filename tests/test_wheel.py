@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.checkout import GRANTS, ROOT, SCHEMAS
 
-SLICES = ("core", "producers", "streams", "consumers", "deploy", "cli")
+SLICES = ("core", "producers", "streams", "consumers", "deploy", "console", "cli")
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:

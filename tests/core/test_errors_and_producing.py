@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Producer
 
 import xbus.cli
+import xbus.console
 import xbus.consumers
 import xbus.core
 import xbus.deploy
@@ -26,7 +27,15 @@ from xbus.core.producing import Record, produce_and_confirm
 
 def _modules() -> list[str]:
     found = []
-    for package in (xbus.core, xbus.producers, xbus.streams, xbus.consumers, xbus.deploy, xbus.cli):
+    for package in (
+        xbus.core,
+        xbus.producers,
+        xbus.streams,
+        xbus.consumers,
+        xbus.deploy,
+        xbus.console,
+        xbus.cli,
+    ):
         found.append(package.__name__)
         for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
             if not info.name.endswith(".__main__"):

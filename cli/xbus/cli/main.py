@@ -10,6 +10,7 @@ import typer
 
 from xbus.cli import (
     audit,
+    console_accounts,
     gateway,
     grants,
     provision,
@@ -54,6 +55,7 @@ app.add_typer(sse.app, name="sse")
 app.add_typer(grants.app, name="grants")
 app.add_typer(grants.reference, name="reference")
 app.add_typer(audit.app, name="audit")
+app.add_typer(console_accounts.app, name="console")
 app.command("publish")(publish.publish)
 app.command("tail")(tail.tail)
 app.command("provision")(provision.provision)

@@ -427,3 +427,34 @@ def sse(
         log_level="warning",
         timeout_graceful_shutdown=2,
     )
+
+
+@app.command("console")
+def office_console(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (XBUS_CONSOLE_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (XBUS_CONSOLE_PORT, 8096).")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve /metrics on this port (XBUS_CONSOLE_METRICS_PORT, 9109; 0: none)."
+        ),
+    ] = None,
+) -> None:
+    """The office console: catalogue, sharing requests and approvals that become grants."""
+    import uvicorn
+
+    from xbus.console.app import open_console
+    from xbus.console.settings import ConsoleSettings
+
+    given = {"host": host, "port": port, "metrics_port": metrics_port}
+    settings = ConsoleSettings().model_copy(
+        update={k: v for k, v in given.items() if v is not None}
+    )
+    try:
+        app = open_console(bus_settings(), settings)
+    except XbusError as exc:
+        fail(str(exc))
+    serve_metrics(settings.metrics_port, bus_settings().metrics_host)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 
+from xbus.cli.demo_console import CONSOLE_METRICS, CONSOLE_PORT, DEMO_ACCOUNTS, start_console
 from xbus.cli.output import console, fail
 from xbus.cli.provision import provision_from_file
 from xbus.core.catalog import Catalog
@@ -70,6 +71,7 @@ COMPONENT_METRICS = {
     "connector-postgres": POSTGRES_CONNECTOR_METRICS,
     "gateway": GATEWAY_METRICS,
     "sse": SSE_METRICS,
+    "console": CONSOLE_METRICS,
 }
 
 
@@ -152,6 +154,7 @@ class _DemoRun:
 
     follower: _Follower
     sse_token: Path
+    console_logins: Path
 
 
 def _start_infrastructure(stack: LocalStack) -> None:
@@ -267,10 +270,11 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
         kafka_user="department.market_regulation",
         registry_user="reader",
     )
+    logins = start_console(stack)
     follower = _Follower()
     follower.add("department", publisher, "cyan")
     follower.add("subscriber", connector, "green")
-    return _DemoRun(follower, sse_token)
+    return _DemoRun(follower, sse_token, logins)
 
 
 def _start_monitoring(stack: LocalStack, demo: bool) -> None:
@@ -318,6 +322,9 @@ def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
             f"live stream      http://127.0.0.1:{SSE_PORT}/v1/stream "
             f"({STREAM_SUBSCRIBER}; docs/sse.md)",
             f"  its token      in {demo.sse_token} (a secret: never printed)",
+            f"office console   http://127.0.0.1:{CONSOLE_PORT}/ (docs/console.md)",
+            f"  demo logins    {', '.join(DEMO_ACCOUNTS)}",
+            f"  passwords      in {demo.console_logins}/<login>.password (never printed)",
             "[bold]the story[/bold]        market_regulation issues business licences (企业开办);",
             "                 within a second each subscriber receives, under grants/:",
             *(f"[green]{name:<17}[/green]{text}" for name, text in DEMO_SUBSCRIBERS.items()),
