@@ -82,6 +82,7 @@ class Visitor:
     def __init__(self, url: str) -> None:
         self.url = url
         self.http = httpx.Client(base_url=url, follow_redirects=False, timeout=30)
+        self.session = ""
 
     def log_in(self, name: str, password: str = PASSWORD) -> httpx.Response:
         form = self.http.get("/login")
@@ -94,9 +95,15 @@ class Visitor:
         )
         cookie = answer.headers.get("set-cookie", "")
         found = re.search(rf"{SESSION}=([^;]+)", cookie)
+        self.http.cookies.clear()
         if found:
-            self.http.cookies.set(SESSION, found.group(1))
+            self.session = found.group(1)
+            self.http.cookies.set(SESSION, self.session)
         return answer
+
+    def use_session(self, token: str) -> None:
+        self.http.cookies.clear()
+        self.http.cookies.set(SESSION, token)
 
     def csrf(self, path: str = "/") -> str:
         page = self.http.get(path)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -25,6 +26,7 @@ from xbus.console.web import (
     in_thread,
     login_redirect,
     page,
+    safe_next,
     secure,
     templates,
     viewer_or_none,
@@ -79,7 +81,10 @@ def build_console(flow: SharingFlow, settings: ConsoleSettings) -> FastAPI:
 
     async def shown(request: Request, heading: str, message: str, status: int) -> Response:
         who = await in_thread(viewer_or_none, request)
-        back = request.url.path if request.method != "GET" else None
+        back = None
+        if request.method != "GET":
+            referer = urlsplit(request.headers.get("referer", ""))
+            back = safe_next(referer.path + (f"?{referer.query}" if referer.query else ""))
         return page(request, "error.html", who, status, heading=heading, message=message, back=back)
 
     @app.exception_handler(Forbidden)

@@ -241,8 +241,10 @@ class SharingFlow:
 
         def decide(request: SharingRequest) -> tuple[dict[str, Any], Step]:
             to = next_state(request, action, account)
-            terms = request.asked if action is Action.APPROVE else granted
-            if terms is None:
+            # An approval as asked may still carry the owner's explicit approvals of
+            # protected fields in clear: the terms given, when given.
+            terms = granted if granted is not None else request.asked
+            if action is Action.NARROW and granted is None:
                 raise ConsoleError("a narrowed answer says what is granted")
             beyond = narrowed_only(request.asked, terms)
             if beyond:
