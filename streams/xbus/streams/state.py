@@ -14,6 +14,7 @@ nothing under that id until the office applies the grant again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -23,7 +24,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from xbus.core.admin import ensure_topics
@@ -139,7 +147,15 @@ class PolicyState:
         idle_polls = 0
         try:
             while not self._stop.is_set():
-                messages = self._consumer.consume(500, timeout=0.2)
+                try:
+                    messages = self._consumer.consume(500, timeout=0.2)
+                except KafkaException as exc:
+                    # A broker moving a partition's leadership, a topic made a moment ago:
+                    # the thread must outlive it, or no grant change (a revocation!) would
+                    # ever be seen again.
+                    log.warning("policy state: reading the grants failed, trying again: %s", exc)
+                    self._stop.wait(0.5)
+                    continue
                 with self._lock:
                     changed = False
                     for message in messages:
@@ -155,15 +171,21 @@ class PolicyState:
             self._consumer.close()
 
     def _at_end(self) -> bool:
+        """Whether every assigned partition was read to its end; False while a broker cannot
+        say (no leader yet, a leader moving): asked again on the next idle poll."""
         assignment = self._consumer.assignment()
         if not assignment:
             return False
-        for tp in self._consumer.position(assignment):
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), cached=False, timeout=5
-            )
-            if tp.offset >= 0 and tp.offset < high or tp.offset < 0 and high > 0:
-                return False
+        try:
+            for tp in self._consumer.position(assignment):
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), cached=False, timeout=5
+                )
+                if tp.offset >= 0 and tp.offset < high or tp.offset < 0 and high > 0:
+                    return False
+        except KafkaException as exc:
+            log.info("policy state: where the grants end is not known yet: %s", exc)
+            return False
         return True
 
     def _apply(self, message: Message) -> bool:
@@ -271,8 +293,9 @@ def _publish_metrics(snapshot: PolicySnapshot) -> None:
 
 
 @dataclass(frozen=True)
-class GrantRecord:
-    """The last record of one grant id on the grants topic (not yet judged)."""
+class KeyedRecord:
+    """The last record of one key on a compacted topic (a grant not yet judged, a reference
+    table entry), and where it is."""
 
     key: bytes
     value: bytes
@@ -289,25 +312,43 @@ class GrantsOnTopic:
     versions: dict[str, int] = field(default_factory=dict)
 
 
-def grant_records(settings: BusSettings, timeout: float = 30.0) -> dict[str, GrantRecord]:
+def grant_records(settings: BusSettings, timeout: float = 30.0) -> dict[str, KeyedRecord]:
     """The last record of every grant id on the grants topic now, revoked ones left out
     (read to its end)."""
+    return last_records(settings, GRANTS_TOPIC, timeout)
+
+
+def reference_table(settings: BusSettings, table: str, timeout: float = 30.0) -> dict[str, str]:
+    """The entries of reference table ``table`` now (empty if it has none); an entry that
+    cannot be read is left out, as the engine leaves it out."""
+    entries = {}
+    for key, record in last_records(settings, f"{REFERENCE_PREFIX}{table}", timeout).items():
+        with contextlib.suppress(SerializationError):
+            entries[key] = decode_entry(record.value)
+    return entries
+
+
+def last_records(
+    settings: BusSettings, topic: str, timeout: float = 30.0
+) -> dict[str, KeyedRecord]:
+    """The last record of every key of a compacted ``topic`` now, deleted keys left out
+    (read to its end; empty if the topic does not exist)."""
     consumer = Consumer(
         settings.kafka_config(
             **{
-                "group.id": f"xbus-grants-reader-{uuid.uuid4().hex}",
+                "group.id": f"xbus-compacted-reader-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": True,
             }
         )
     )
-    found: dict[str, GrantRecord] = {}
+    found: dict[str, KeyedRecord] = {}
     try:
-        metadata = consumer.list_topics(GRANTS_TOPIC, timeout=timeout).topics.get(GRANTS_TOPIC)
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
             return found
-        partitions = [TopicPartition(GRANTS_TOPIC, p, 0) for p in metadata.partitions]
+        partitions = [TopicPartition(topic, p, 0) for p in metadata.partitions]
         ends = {
             p.partition: consumer.get_watermark_offsets(p, timeout=timeout)[1] for p in partitions
         }
@@ -327,7 +368,7 @@ def grant_records(settings: BusSettings, timeout: float = 30.0) -> dict[str, Gra
             if value is None:
                 found.pop(key, None)
             else:
-                found[key] = GrantRecord(raw_key, value, _where(message))
+                found[key] = KeyedRecord(raw_key, value, _where(message))
             if (message.offset() or 0) + 1 >= ends[partition]:
                 pending.discard(partition)
     finally:
