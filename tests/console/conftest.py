@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -44,6 +45,27 @@ class Served:
         return name
 
 
+@contextmanager
+def serving(flow: SharingFlow, settings: ConsoleSettings) -> Iterator[str]:
+    """The console over ``flow`` served by uvicorn on ``settings.port``; its URL."""
+    app = build_console(flow, settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the console did not start within 30 s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def console_server(registered: Bus, postgres_dsn: str) -> Iterator[Served]:
     store = ConsoleStore(postgres_dsn)
@@ -54,23 +76,9 @@ def console_server(registered: Bus, postgres_dsn: str) -> Iterator[Served]:
         Catalog.load(registered.settings.schemas_dir),
         Calendar(),
     )
-    port = free_port()
-    settings = ConsoleSettings(port=port, tick_interval=3600)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_console(flow, settings), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the console did not start within 30 s")
-        time.sleep(0.05)
-    yield Served(f"http://127.0.0.1:{port}", flow, store, uuid.uuid4().hex[:6])
-    server.should_exit = True
-    thread.join(timeout=10)
+    settings = ConsoleSettings(port=free_port(), tick_interval=3600)
+    with serving(flow, settings) as url:
+        yield Served(url, flow, store, uuid.uuid4().hex[:6])
     store.close()
 
 

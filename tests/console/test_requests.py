@@ -295,3 +295,49 @@ def test_pages_carry_a_content_security_policy(console_server: Served) -> None:
     page = httpx.get(f"{console_server.url}/login")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_a_renewal_gives_a_new_version_of_the_same_grant_and_supersedes_the_first_request(
+    console_server: Served,
+) -> None:
+    subscriber = _subscriber()
+    asker = _logged_in(console_server, Role.SUBSCRIBER, subscriber)
+    office = _logged_in(console_server, Role.OFFICE)
+    first = _file(asker, "health.clinic", {"clinic_code": ""}, days=30)
+    office.post(f"/requests/{first}/review", {"decision": "pass"}, f"/requests/{first}")
+    applied = console_server.store.request(first)
+    assert applied.state is State.APPLIED and applied.grant_version == 1
+    page = asker.get(f"/requests/{first}")
+    assert f"renews={first}" in page.text  # the renewal link
+    form = asker.get(f"/requests/new?dataset=health.clinic&renews={first}")
+    assert 'name="renews"' in form.text
+    assert 'name="ask:clinic_code" value="1" checked' in form.text
+    renewal = asker.post(
+        "/requests",
+        {
+            "dataset": "health.clinic",
+            "renews": str(first),
+            "ask:clinic_code": "1",
+            "ask:name": "1",
+            "operations": ["CREATE", "UPDATE"],
+            "purpose": "p",
+            "scenario": "s",
+            "legal_basis": "b",
+            "days": "90",
+        },
+        csrf_from=f"/requests/new?dataset=health.clinic&renews={first}",
+    )
+    assert renewal.status_code == 303, renewal.text
+    second = int(renewal.headers["location"].split("/")[2].split("?")[0])
+    diff = office.get(f"/requests/{second}").text
+    assert f"in force: {applied.grant_id} v1" in diff and "+  name: {}" in diff
+    office.post(f"/requests/{second}/review", {"decision": "pass"}, f"/requests/{second}")
+    renewed = console_server.store.request(second)
+    assert renewed.state is State.APPLIED
+    assert (renewed.grant_id, renewed.grant_version) == (applied.grant_id, 2)
+    assert console_server.store.request(first).state is State.SUPERSEDED
+    grant = _in_force(console_server)[applied.grant_id or ""].grant  # type: ignore[attr-defined]
+    assert set(grant.fields) == {"clinic_code", "name"}
+    # Another subscriber cannot renew it.
+    other = _logged_in(console_server, Role.SUBSCRIBER, _subscriber())
+    assert other.get(f"/requests/new?dataset=health.clinic&renews={first}").status_code == 404

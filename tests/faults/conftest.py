@@ -70,6 +70,18 @@ class Cluster:
         wait_for(in_sync, timeout, "every replica back in sync")
 
 
+# What the fault suite measured, printed at the end of the run (``make faults`` shows it
+# without ``-s``).
+FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("fault suite: what was measured")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def cluster(bus: Bus) -> Cluster:
     folder = os.environ.get("XBUS_STACK_DATA_DIR")

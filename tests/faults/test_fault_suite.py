@@ -37,7 +37,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.conftest import Bus
-from tests.faults.conftest import Cluster
+from tests.faults.conftest import FIGURES, Cluster
 from tests.faults.stream import Sent, Stream, licence_grant, through_gateway, through_sdk
 from tests.producers.test_gateway import start_gateway
 from tests.support.components import wait_for
@@ -449,26 +449,27 @@ def _report(
 ) -> None:
     span = max(s.at for s in acknowledged) - min(s.at for s in acknowledged)
     rate = len(acknowledged) / span
-    print(f"\n{len(acknowledged):,} events acknowledged in {span:.0f}s ({rate:.0f}/s)")
-    print(
+    lines = [
+        f"{len(acknowledged):,} events acknowledged in {span:.0f}s ({rate:.0f}/s)",
         f"publisher refusals retried: SDK {streams[0].refusals}, gateway {streams[1].refusals}; "
         f"webhook requests failed {receiver.failed_requests}, "
-        f"events received more than once {sum(n - 1 for n in receiver.arrivals.values())}"
-    )
-    listed = ", ".join(f"{s} {n}" for s, n in repeats.items())
-    print(f"at-least-once repeats on deliver.*: {listed}")
+        f"events received more than once {sum(n - 1 for n in receiver.arrivals.values())}",
+        "at-least-once repeats on deliver.*: " + ", ".join(f"{s} {n}" for s, n in repeats.items()),
+    ]
     sinks = list(results)
-    print(
+    lines.append(
         f"{'fault':<58}"
         + "".join(f"{sink + ': stall / back after / lowest 5 s':>40}" for sink in sinks)
     )
     for row in zip(*results.values(), strict=True):
-        print(
+        lines.append(
             f"{row[0].name:<58}"
             + "".join(
                 f"{m.stall:>17.1f} s {m.recovery:>8.1f} s {m.lowest_rate:>7.0f}/s" for m in row
             )
         )
+    # Printed at the end of the run, passed or not (tests/faults/conftest.py).
+    FIGURES.extend(lines)
 
 
 def _faults(cluster: Cluster, engines: list[Proc], table: Proc, receiver: Receiver) -> list[Fault]:

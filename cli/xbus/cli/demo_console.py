@@ -36,7 +36,7 @@ def demo_logins(stack: LocalStack) -> Path:
             write_private(file, secrets.token_urlsafe(12) + "\n")
         passwords[name] = file.read_text(encoding="utf-8").strip()
     store = ConsoleStore(
-        stack.postgres_dsn, max_size=1, passfile=stack.secrets_dir / "postgres" / "pgpass"
+        stack.postgres_dsn, max_size=1, passfile=Path(stack.client_env()["PGPASSFILE"])
     )
     store.open()
     try:
@@ -62,6 +62,10 @@ def start_console(stack: LocalStack) -> Path:
             str(CONSOLE_METRICS),
         ],
         "console.log",
-        env={"XBUS_GRANT_SIGNING_KEY_FILE": stack.client_env()["XBUS_GRANT_SIGNING_KEY_FILE"]},
+        env={
+            "XBUS_GRANT_SIGNING_KEY_FILE": stack.client_env()["XBUS_GRANT_SIGNING_KEY_FILE"],
+            # Each grant's live flow, from the stack's Prometheus.
+            "XBUS_CONSOLE_PROMETHEUS_URL": stack.monitoring.config.prometheus_url,
+        },
     )
     return logins

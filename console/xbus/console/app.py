@@ -14,7 +14,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from xbus.console import account_pages, catalogue_pages, grant_pages, request_pages
+from xbus.console import (
+    account_pages,
+    audit_pages,
+    catalogue_pages,
+    flow_pages,
+    grant_pages,
+    preview_pages,
+    request_pages,
+)
 from xbus.console.errors import ConsoleError, NotFound, Refusal
 from xbus.console.flow import SharingFlow
 from xbus.console.settings import ConsoleSettings
@@ -60,7 +68,15 @@ def build_console(flow: SharingFlow, settings: ConsoleSettings) -> FastAPI:
     )
     app.state.console = Console(flow, flow.store, settings, templates())
     app.mount("/static", StaticFiles(packages=[("xbus.console", "static")]), name="static")
-    for module in (account_pages, catalogue_pages, request_pages, grant_pages):
+    for module in (
+        account_pages,
+        catalogue_pages,
+        request_pages,
+        grant_pages,
+        preview_pages,
+        flow_pages,
+        audit_pages,
+    ):
         app.include_router(module.router)
 
     @app.middleware("http")

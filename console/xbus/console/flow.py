@@ -23,6 +23,7 @@ from confluent_kafka import KafkaException
 from xbus.console.accounts import Account, Role
 from xbus.console.drafts import draft_grant, grant_diff, grant_id_for
 from xbus.console.errors import ConsoleError, Refusal
+from xbus.console.preview import EventShown, recent_events, show
 from xbus.console.sharing import (
     DEADLINE_DAYS,
     Action,
@@ -42,9 +43,9 @@ from xbus.core.errors import CatalogError, XbusError
 from xbus.core.settings import BusSettings
 from xbus.streams.grant_files import check_grant, conflicts, publish_grants, revoke_grant
 from xbus.streams.grants import Grant
-from xbus.streams.policy import CompiledGrant
+from xbus.streams.policy import CompiledGrant, check_and_compile
 from xbus.streams.policy_records import StoredGrant
-from xbus.streams.state import current_grants
+from xbus.streams.state import PolicySnapshot, current_grants, reference_table
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +413,20 @@ class SharingFlow:
         )
         return Draft(grant, diff, tuple(problems), tuple(notes))
 
+    def preview(self, grant: Grant, count: int = 10) -> list[EventShown]:
+        """``grant`` (in force or a draft) run by the engine's decision over the last
+        ``count`` events of its dataset, as its subscriber would receive them now.
+        ``ConsoleError`` if the grant breaks the grant rules."""
+        compiled = check_and_compile(grant, self.catalog)
+        if isinstance(compiled, list):
+            raise ConsoleError("; ".join(message for _, message in compiled))
+        tables = {
+            name: reference_table(self.settings, name)
+            for name in {lookup.table for lookup in grant.lookup.values()}
+        }
+        events = recent_events(self.settings, compiled.dataset, count)
+        return show(compiled, events, self.clock(), PolicySnapshot({}, tables))
+
     def _check_draft(
         self, request: SharingRequest, terms: Terms, valid_from: dt.datetime | None = None
     ) -> Draft:
@@ -462,3 +477,11 @@ class SharingFlow:
             reason.strip(),
             details or {},
         )
+
+
+def sees_source_values(account: Account, dataset: str) -> bool:
+    """Whether ``account`` may see a dataset's source values (what would a subscriber see):
+    the office, and the department that owns the dataset; nobody else."""
+    if account.role is Role.OFFICE:
+        return True
+    return account.role is Role.DEPARTMENT and account.party == dataset.split(".", 1)[0]

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from xbus.console.accounts import Account, Role
+from xbus.console.flow import sees_source_values
 from xbus.console.sharing import State
 from xbus.console.web import Who, console_of, page
 from xbus.streams.grants import Grant
@@ -32,4 +33,9 @@ def grants(request: Request, who: Who) -> Response:
     ]
     in_force.sort(key=lambda c: (c.grant.dataset, c.grant.subscriber))
     applied = {r.grant_id: r for r in flow.store.requests(states=(State.APPLIED,)) if r.grant_id}
-    return page(request, "grants.html", who, grants=in_force, requests=applied)
+    previewable = {
+        c.grant.grant for c in in_force if sees_source_values(who.account, c.grant.dataset)
+    }
+    return page(
+        request, "grants.html", who, grants=in_force, requests=applied, previewable=previewable
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +113,11 @@ def _flat(record: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else to_json(value)
+    if isinstance(value, str):
+        return value
+    text = to_json(value)
+    # A date, a decimal or a time as its text, not as a quoted JSON string.
+    return str(json.loads(text)) if text.startswith('"') else text
 
 
 def show(

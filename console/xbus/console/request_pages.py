@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from xbus.console.accounts import Account, Role
 from xbus.console.catalogue import PROTECTED, fields_of
 from xbus.console.errors import ConsoleError, NotFound, Refusal
-from xbus.console.flow import SharingFlow
+from xbus.console.flow import SharingFlow, sees_source_values
 from xbus.console.sharing import (
     Action,
     FieldRequest,
@@ -141,6 +141,8 @@ def _may(account: Account, r: SharingRequest) -> dict[str, bool]:
         "answer": owner and r.state is State.PENDING_OWNER,
         "apply": office and r.state is State.FAILED,
         "revoke": (office or owner) and r.state is State.APPLIED,
+        "preview": sees_source_values(account, r.dataset)
+        and r.state in (State.PENDING_REVIEW, State.PENDING_OWNER, State.FAILED),
         "renew": account.role is Role.SUBSCRIBER
         and account.party == r.subscriber
         and r.state is State.APPLIED,

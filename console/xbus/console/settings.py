@@ -34,6 +34,13 @@ class ConsoleSettings(BaseSettings):
     # lapsed grants.
     tick_interval: Annotated[float, Field(gt=0)] = 30.0
 
+    # Where the live flow of each grant is read: Prometheus (its URL), else the components'
+    # /metrics endpoints, each NAME=URL or a URL (comma-separated).
+    prometheus_url: str | None = None
+    metrics_endpoints: str = ""
+    # Seconds between two updates of a grant's live flow.
+    flow_interval: Annotated[float, Field(gt=0)] = 2.0
+
     def database(self) -> str:
         """The console's database: ``XBUS_CONSOLE_DSN``, else ``XBUS_POSTGRES_DSN``."""
         dsn = self.dsn or os.environ.get("XBUS_POSTGRES_DSN")

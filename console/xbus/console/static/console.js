@@ -10,7 +10,7 @@
     seconds = Math.abs(seconds);
     var d = Math.floor(seconds / 86400), h = Math.floor(seconds % 86400 / 3600), m = Math.floor(seconds % 3600 / 60);
     var text = (d ? d + " " + el.dataset.d + " " : "") + h + " " + el.dataset.h + " " + m + " " + el.dataset.m;
-    el.textContent = overdue ? el.dataset.overdue + " " + text : text + " " + el.dataset.left;
+    el.textContent = (overdue ? el.dataset.overdue : el.dataset.left).replace("{time}", text);
     el.classList.toggle("overdue", overdue);
   }
   function tick() { document.querySelectorAll(".countdown[data-until]").forEach(render); }
