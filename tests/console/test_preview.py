@@ -79,7 +79,7 @@ def test_nobody_else_sees_source_values(console_server: Served, tmp_path: object
         page = viewer.get(f"/grants/{grant_id}/preview")
         assert page.status_code == 403
         assert str(licence["legal_representative_id"]) not in page.text
-        assert "What would the subscriber see" not in viewer.get("/grants").text
+        assert f"/grants/{grant_id}/preview" not in viewer.get("/grants").text
 
 
 def test_a_draft_under_review_is_previewed_by_the_owner_not_by_the_subscriber(
