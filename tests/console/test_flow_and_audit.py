@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
+from pathlib import Path
 
 from confluent_kafka import Producer
 
-from tests.console.conftest import Served
+from tests.console.conftest import Served, Visitor
+from tests.console.test_preview import _grant_in_force
 from tests.console.test_requests import _logged_in
 from xbus.console.accounts import Role
 from xbus.console.audit_search import AuditQuery, matches, search
@@ -166,3 +169,24 @@ def test_a_changed_audit_record_shows_as_a_broken_chain(console_server: Served) 
     assert [m.event_id for m in found] == [event_id]
     assert verdict.first_break is not None and verdict.first_break.kind == "altered"
     assert verdict.first_break.offset == 1
+
+
+def test_a_live_flow_streams_until_its_session_ends(console_server: Served, tmp_path: Path) -> None:
+    grant_id = _grant_in_force(console_server, tmp_path)
+    office = _logged_in(console_server, Role.OFFICE)
+    page = office.get(f"/grants/{grant_id}/flow")
+    assert f'sse-connect="/grants/{grant_id}/flow/stream"' in page.text
+    started = time.monotonic()
+    with office.http.stream("GET", f"/grants/{grant_id}/flow/stream") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: flow"
+        same_person = Visitor(console_server.url)
+        same_person.use_session(office.session)
+        assert same_person.post("/logout", {}, "/").status_code == 303
+        rest = list(lines)  # returns once the server ends the stream
+    assert time.monotonic() - started < 20
+    assert rest.count("event: flow") <= 3
+    # A subscriber sees only its own grants' flow.
+    stranger = _logged_in(console_server, Role.SUBSCRIBER, "tax_bureau")
+    assert stranger.get(f"/grants/{grant_id}/flow").status_code == 404

@@ -4,6 +4,7 @@ latest events, source and view side by side, for the office and the owning depar
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from tests.console.conftest import Served
 from tests.console.test_requests import LICENCE, _file, _logged_in
@@ -26,7 +27,7 @@ def _licence_in_pudong(served: Served) -> dict[str, object]:
     return licence
 
 
-def _grant_in_force(served: Served, tmp_path: object) -> str:
+def _grant_in_force(served: Served, tmp_path: Path) -> str:
     tag = uuid.uuid4().hex[:8]
     grant = Grant.model_validate(
         {
@@ -44,14 +45,14 @@ def _grant_in_force(served: Served, tmp_path: object) -> str:
             },
         }
     )
-    file = tmp_path / "grant.yaml"  # type: ignore[operator]
+    file = tmp_path / "grant.yaml"
     file.write_text(grant_yaml(grant))
     apply_grants(served.flow.settings, served.flow.catalog, [file])
     return grant.grant
 
 
 def test_the_office_and_the_owner_see_source_and_view_side_by_side_with_the_mask_marked(
-    console_server: Served, tmp_path: object
+    console_server: Served, tmp_path: Path
 ) -> None:
     grant_id = _grant_in_force(console_server, tmp_path)
     licence = _licence_in_pudong(console_server)
@@ -68,7 +69,7 @@ def test_the_office_and_the_owner_see_source_and_view_side_by_side_with_the_mask
         assert "withheld" in page.text  # a field the grant does not name
 
 
-def test_nobody_else_sees_source_values(console_server: Served, tmp_path: object) -> None:
+def test_nobody_else_sees_source_values(console_server: Served, tmp_path: Path) -> None:
     grant_id = _grant_in_force(console_server, tmp_path)
     licence = _licence_in_pudong(console_server)
     for viewer in (

@@ -457,4 +457,11 @@ def office_console(
     except XbusError as exc:
         fail(str(exc))
     serve_metrics(settings.metrics_port, bus_settings().metrics_host)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # Live flows never end on their own: at shutdown, give them a moment, then close them.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )

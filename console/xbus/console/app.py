@@ -23,14 +23,12 @@ from xbus.console import (
     preview_pages,
     request_pages,
 )
-from xbus.console.errors import ConsoleError, NotFound, Refusal
+from xbus.console.errors import ConsoleError, Forbidden, LoginRequired, NotFound, Refusal
 from xbus.console.flow import SharingFlow
 from xbus.console.settings import ConsoleSettings
 from xbus.console.store import ConsoleStore
 from xbus.console.web import (
     Console,
-    Forbidden,
-    LoginRequired,
     in_thread,
     login_redirect,
     page,

@@ -95,6 +95,12 @@ class SharingFlow:
             self._grants = (time.monotonic(), in_force)
             return in_force
 
+    def grant_in_force(self, grant_id: str) -> CompiledGrant | None:
+        """Grant ``grant_id`` if it is in force (the topic read again when the last reading
+        does not have it: it may have been applied a moment ago)."""
+        found = self.grants_in_force().get(grant_id)
+        return found if found is not None else self.grants_in_force(fresh=True).get(grant_id)
+
     def grant_of(self, subscriber: str, dataset: str) -> CompiledGrant | None:
         """The grant in force for ``subscriber`` on ``dataset``, if any."""
         for compiled in self.grants_in_force().values():
@@ -289,20 +295,24 @@ class SharingFlow:
                 )
 
             applied = self.store.change(number, decide)
-        except Refusal:
-            raise
         except (XbusError, KafkaException) as exc:
+            # Kafka did not take the grant, or it no longer meets the rules (a grant in force
+            # since, a dataset changed): failed, with the reason, for the office to apply
+            # again. A step that was not allowed at all (applied already) stays refused.
             why = str(exc)
             log.warning("request %s: the grant was not applied: %s", number, why)
-            return self.store.change(
-                number,
-                lambda r: (
-                    {},
-                    self._step(
-                        account, Action.FAIL, r, next_state(r, Action.FAIL, account), why, now
+            try:
+                return self.store.change(
+                    number,
+                    lambda r: (
+                        {},
+                        self._step(
+                            account, Action.FAIL, r, next_state(r, Action.FAIL, account), why, now
+                        ),
                     ),
-                ),
-            )
+                )
+            except Refusal:
+                raise exc from None
         for other in self.store.requests(subscriber=applied.subscriber, states=(State.APPLIED,)):
             if other.number != number and other.grant_id == applied.grant_id:
                 self.store.change(

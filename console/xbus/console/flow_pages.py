@@ -40,7 +40,7 @@ def _when(at: float | None) -> str:
 
 
 def _grant(request: Request, who: Who, grant_id: str) -> Grant:
-    compiled = console_of(request).flow.grants_in_force().get(grant_id)
+    compiled = console_of(request).flow.grant_in_force(grant_id)
     if compiled is None or not grant_visible(who.account, compiled.grant):
         raise NotFound(f"no grant {grant_id} is in force")
     return compiled.grant
@@ -63,7 +63,10 @@ async def flow_stream(request: Request, who: Who, grant_id: str) -> Response:
         reader = metrics_reader(console.settings)
         clock = DeliveryClock()
         try:
-            while not await request.is_disconnected():
+            # The stream ends when the viewer logs out or the session expires.
+            while not await request.is_disconnected() and await in_thread(
+                console.store.session, who.token
+            ):
                 flow: GrantFlow | None = None
                 problem = ""
                 if reader is None:

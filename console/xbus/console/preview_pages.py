@@ -24,7 +24,7 @@ def _allowed(who: Who, dataset: str) -> None:
 @router.get("/grants/{grant_id}/preview", response_class=HTMLResponse)
 def grant_preview(request: Request, who: Who, grant_id: str) -> Response:
     flow = console_of(request).flow
-    compiled = flow.grants_in_force().get(grant_id)
+    compiled = flow.grant_in_force(grant_id)
     if compiled is None:
         raise NotFound(f"no grant {grant_id} is in force")
     _allowed(who, compiled.grant.dataset)

@@ -24,6 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from xbus.console.accounts import LANGUAGES, Account
+from xbus.console.errors import Forbidden, LoginRequired
 from xbus.console.flow import SharingFlow
 from xbus.console.language import translate
 from xbus.console.settings import ConsoleSettings
@@ -40,14 +41,6 @@ class Viewer:
     account: Account
     token: str
     csrf: str
-
-
-class LoginRequired(Exception):
-    """No live session: a page redirects to the login, a form is refused."""
-
-
-class Forbidden(Exception):
-    """A form without the right CSRF token or from another origin."""
 
 
 @dataclass
