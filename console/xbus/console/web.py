@@ -187,6 +187,9 @@ def safe_next(target: str | None) -> str:
     """Where to go after the login: a path of this site only."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
+    # Browsers drop tabs and line breaks from a URL: "/\t/elsewhere" would become "//elsewhere".
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
     return target
 
 
