@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -13,6 +12,7 @@ from xbus.console.sharing import State
 from xbus.console.web import (
     LANGUAGE_COOKIE,
     Who,
+    back_to,
     checked_form,
     console_of,
     in_thread,
@@ -110,12 +110,7 @@ async def change_language(request: Request, who: Who) -> Response:
     if language in LANGUAGES:
         await in_thread(console.store.set_language, who.account.name, language)
     back = request.headers.get("referer") or "/"
-    return RedirectResponse(safe_next(_path_of(back)), status_code=303)
-
-
-def _path_of(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.path + (f"?{parts.query}" if parts.query else "")
+    return RedirectResponse(back_to(back), status_code=303)
 
 
 @router.get("/", response_class=HTMLResponse)

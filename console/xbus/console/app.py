@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -29,10 +28,10 @@ from xbus.console.settings import ConsoleSettings
 from xbus.console.store import ConsoleStore
 from xbus.console.web import (
     Console,
+    back_to,
     in_thread,
     login_redirect,
     page,
-    safe_next,
     secure,
     templates,
     viewer_or_none,
@@ -95,10 +94,7 @@ def build_console(flow: SharingFlow, settings: ConsoleSettings) -> FastAPI:
 
     async def shown(request: Request, heading: str, message: str, status: int) -> Response:
         who = await in_thread(viewer_or_none, request)
-        back = None
-        if request.method != "GET":
-            referer = urlsplit(request.headers.get("referer", ""))
-            back = safe_next(referer.path + (f"?{referer.query}" if referer.query else ""))
+        back = back_to(request.headers.get("referer", "")) if request.method != "GET" else None
         return page(request, "error.html", who, status, heading=heading, message=message, back=back)
 
     @app.exception_handler(Forbidden)

@@ -56,22 +56,18 @@ def grant_flow(
     """The flow of ``subscriber``'s grant on ``dataset`` (``department.dataset``)."""
     name = dataset.split(".", 1)[-1]
     values, rates = list(reading.values), list(reading.rates)
-    delivered = [
-        s
-        for s in values
-        if s.name == DELIVERED
-        and s.label("subscriber") == subscriber
-        and s.label("dataset") == name
-        and s.label("connector") != ENGINE_TOPIC
-    ]
-    delivered_rate = [
-        s
-        for s in rates
-        if s.name == DELIVERED
-        and s.label("subscriber") == subscriber
-        and s.label("dataset") == name
-        and s.label("connector") != ENGINE_TOPIC
-    ]
+
+    def delivered(samples: list[Sample]) -> float:
+        # What its connectors delivered; the engine's writes to the topic count apart.
+        return sum(
+            s.value
+            for s in samples
+            if s.name == DELIVERED
+            and s.label("subscriber") == subscriber
+            and s.label("dataset") == name
+            and s.label("connector") != ENGINE_TOPIC
+        )
+
     topic = delivery_topic(subscriber, name)
     lags = [
         s.value
@@ -85,8 +81,8 @@ def grant_flow(
     ]
     return GrantFlow(
         routed=_sum(values, DELIVERED, subscriber=subscriber, dataset=name, connector=ENGINE_TOPIC),
-        delivered=sum(s.value for s in delivered),
-        delivered_per_second=sum(s.value for s in delivered_rate),
+        delivered=delivered(values),
+        delivered_per_second=delivered(rates),
         filtered=_sum(values, FILTERED, subscriber=subscriber, dataset=name),
         filtered_per_second=_sum(rates, FILTERED, subscriber=subscriber, dataset=name),
         denied=_sum(values, DENIED, subscriber=subscriber, dataset=name),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -76,7 +77,7 @@ async def flow_stream(request: Request, who: Who, grant_id: str) -> Response:
                         reading = await in_thread(reader.read)
                         flow = grant_flow(reading, grant.subscriber, grant.dataset)
                         last = clock.see(flow.delivered, reading.taken_at)
-                        flow = grant_flow(reading, grant.subscriber, grant.dataset, last)
+                        flow = replace(flow, last_delivery=last)
                     except Exception as exc:  # shown on the page; the stream goes on
                         problem = str(exc) or type(exc).__name__
                 html = template.render(

@@ -23,20 +23,12 @@ from xbus.console.sharing import (
 )
 from xbus.console.web import Who, checked_form, console_of, in_thread, page
 from xbus.core.envelope import Op
+from xbus.streams.masks import MASK_TYPES
 
 router = APIRouter()
 
-MASK_CHOICES = (
-    "redact",
-    "show_first",
-    "show_last",
-    "hash",
-    "pseudonym",
-    "nullify",
-    "year",
-    "district",
-    "round",
-)
+# The masks a request or an answer may choose: every mask a grant knows.
+MASK_CHOICES = MASK_TYPES
 DURATIONS = (30, 90, 180, 365, 730)
 
 

@@ -193,6 +193,12 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def back_to(url: str) -> str:
+    """The page of this site ``url`` (a Referer) names, path and query, or home."""
+    parts = urlsplit(url)
+    return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""))
+
+
 def new_login_nonce() -> str:
     return secrets.token_urlsafe(24)
 
