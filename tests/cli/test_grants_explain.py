@@ -104,7 +104,11 @@ def test_a_protected_value_is_never_quoted_back(tmp_path: Path) -> None:
         json.dumps(
             {
                 "op": "CREATE",
-                "after": {**LICENCE, "legal_representative_id": secret_id, "contact_phone": 139},
+                "after": {
+                    **LICENCE,
+                    "legal_representative_id": secret_id,
+                    "contact_phone": 13917263548,
+                },
             }
         ),
     )
@@ -112,7 +116,7 @@ def test_a_protected_value_is_never_quoted_back(tmp_path: Path) -> None:
     flat = " ".join(out.split())
     assert code == 1
     assert "after.contact_phone" in flat and "got a int (not shown: the field is personal)" in flat
-    assert "139" not in flat and secret_id not in flat and secret_id[:10] not in flat
+    assert "13917263548" not in flat and secret_id not in flat and secret_id[:10] not in flat
 
 
 def test_a_pseudonym_without_its_secret_is_the_decision_failed_not_a_traceback(
