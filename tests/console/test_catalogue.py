@@ -74,6 +74,8 @@ def test_fields_read_as_a_person_reads_them_and_search_finds_by_field_and_depart
     assert entries["party_a.birth_date"].type == "date"
     assert entries["party_a.household_district_code"].type == "string?"
     assert entries["kind"].type == "enum RegistrationKind"
+    # The second party is a Party too, named again: its fields are listed as the first's.
+    assert entries["party_b.id_number"].type == "string"
     assert type_label({"type": "array", "items": "string"}) == "array of string"
     assert [d.qualified_name for d in search(catalog, "id_number civil_affairs")] == [
         "civil_affairs.adoption_registration",  # adopter_id_number

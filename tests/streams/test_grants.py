@@ -13,6 +13,7 @@ from tests.support.grant_helpers import HEADER, compile_grant, grant_problems, l
 from xbus.core.catalog import Catalog
 from xbus.core.envelope import Op, change_event
 from xbus.producers.demodata import DemoData
+from xbus.streams.decision import decide
 from xbus.streams.explanation import explain
 from xbus.streams.grant_files import load_grants
 from xbus.streams.masks import District, Hash, Pseudonym, Round, ShowFirst, ShowLast, Year
@@ -28,7 +29,7 @@ def _problems(tmp_path: Path, body: str, header: str = HEADER) -> list[str]:
 def test_the_demo_grants_are_valid() -> None:
     loaded, problems = load_grants([ROOT / "grants"], CATALOG)
     assert problems == []
-    assert len(loaded) == 7
+    assert len(loaded) == len(list((ROOT / "grants").glob("*/*.yaml")))
 
 
 def test_unknown_field_mask_and_misfit_masks_are_reported_by_line(tmp_path: Path) -> None:
@@ -192,3 +193,50 @@ def test_explain_says_what_the_subscriber_receives_and_why(monkeypatch: pytest.M
     )
     later = dt.datetime(2028, 6, 1, tzinfo=dt.UTC)
     assert explain(grant, event, later, None).decision.outcome == "expired"
+
+
+def test_a_nested_field_of_a_record_type_used_again_can_be_granted_alone() -> None:
+    """Marriage registrations name the Party record twice (party_a, party_b): a grant selects
+    party_b's fields as it selects party_a's, and what it leaves out is not sent."""
+    grant = compile_grant(
+        load_grant(ROOT / "grants/public_security/marriage_registration.yaml"), CATALOG
+    )
+    record = {
+        "registration_no": "J310101-2026-000001",
+        "kind": "MARRIAGE",
+        "party_a": {
+            "name": "王伟",
+            "id_number": "310101199001011234",
+            "birth_date": dt.date(1990, 1, 1),
+            "household_district_code": "310101",
+        },
+        "party_b": {
+            "name": "李娜",
+            "id_number": "310104199202022345",
+            "birth_date": dt.date(1992, 2, 2),
+            "household_district_code": None,
+        },
+        "registered_on": dt.date(2026, 11, 30),
+        "office_code": "MZ310101",
+        "district_code": "310101",
+    }
+    event = change_event(
+        department="civil_affairs",
+        dataset="marriage_registration",
+        op=Op.CREATE,
+        after=record,
+        system="test",
+    )
+    decision = decide(grant, event, NOW)
+    assert decision.outcome == "delivered"
+    assert decision.view is not None
+    assert decision.view["after"]["party_b"] == {
+        "name": "李娜",
+        "id_number": "310104199202022345",
+        "household_district_code": None,
+    }
+    assert "birth_date" not in decision.view["after"]["party_a"]
+    assert (
+        CATALOG.get("civil_affairs", "marriage_registration").classifications["party_b.id_number"]
+        == "sensitive"
+    )

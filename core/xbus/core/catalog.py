@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 
 import fastavro
 
+from xbus.core.avro_names import NamedTypes, defined_name, full_name, namespace_of
 from xbus.core.envelope import envelope_schema, load_envelope
 from xbus.core.errors import CatalogError
 from xbus.core.identifiers import FORMATS
@@ -82,30 +83,53 @@ class Dataset:
         return "|".join(str(record[k]) for k in self.business_key)
 
 
-def _record_types(kind: Any) -> Iterator[dict[str, Any]]:
-    """The record schemas defined inside a field type (through unions, arrays and maps)."""
+def _record_types(
+    kind: Any, named: NamedTypes, namespace: str
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """The record schemas a field type holds (through unions, arrays, maps and references to
+    a named record defined earlier), each with the namespace its own names resolve in."""
     if isinstance(kind, list):
         for branch in kind:
-            yield from _record_types(branch)
+            yield from _record_types(branch, named, namespace)
+    elif isinstance(kind, str):
+        found = named.lookup(kind, namespace)
+        if found is not None and found.get("type") == "record":
+            yield found, namespace_of(full_name(kind, namespace))
     elif isinstance(kind, dict):
         if kind.get("type") == "record":
-            yield kind
+            yield kind, namespace_of(defined_name(kind, namespace))
         elif kind.get("type") == "array":
-            yield from _record_types(kind["items"])
+            yield from _record_types(kind["items"], named, namespace)
         elif kind.get("type") == "map":
-            yield from _record_types(kind["values"])
-        elif isinstance(kind.get("type"), dict | list):
-            yield from _record_types(kind["type"])
+            yield from _record_types(kind["values"], named, namespace)
+        elif isinstance(kind.get("type"), dict | list | str):
+            yield from _record_types(kind["type"], named, namespace)
 
 
 def field_paths(record: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     """Every field of ``record``, nested records' fields too, as ``(dotted path, field
-    schema)`` in schema order (a named type used again is not walked again)."""
+    schema)`` in schema order. A record type used again by name (the second party of a
+    marriage) is walked again under its own field; a type that contains itself is walked
+    once per path."""
+    named = NamedTypes(record)
+    yield from _paths(record, prefix, named, record.get("namespace", ""), ())
+
+
+def _paths(
+    record: dict[str, Any],
+    prefix: str,
+    named: NamedTypes,
+    namespace: str,
+    within: tuple[int, ...],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    within = (*within, id(record))
+    inner = namespace_of(defined_name(record, namespace))
     for f in record["fields"]:
         path = f"{prefix}{f['name']}"
         yield path, f
-        for nested in _record_types(f["type"]):
-            yield from field_paths(nested, f"{path}.")
+        for nested, nested_namespace in _record_types(f["type"], named, inner):
+            if id(nested) not in within:
+                yield from _paths(nested, f"{path}.", named, nested_namespace, within)
 
 
 def _classify(
