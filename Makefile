@@ -25,16 +25,16 @@ $(STAMP): pyproject.toml
 
 # The whole local stack with the demo; Ctrl-C stops everything it started.
 run: install
-	$(BIN)/xbus stack up
+	$(BIN)/xbus stack up --cdc
 
-# Lint and strict typing first (seconds); then a throw-away broker, registry and PostgreSQL
-# on free ports, the whole suite against them (the layering and wheel checks included), then
-# stop; then the tests that stop Kafka nodes (tests/faults, the short form) on a throw-away
-# stack of three.
+# Lint and strict typing first (seconds); then a throw-away broker, registry, PostgreSQL and
+# Kafka Connect worker on free ports, the whole suite against them (the layering and wheel
+# checks included), then stop; then the tests that stop Kafka nodes (tests/faults, the short
+# form) on a throw-away stack of three.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy $(MYPY_PACKAGES)
-	$(BIN)/xbus stack exec -- $(BIN)/python -m pytest -m 'not cluster' $(PYTEST_ARGS)
+	$(BIN)/xbus stack exec --cdc -- $(BIN)/python -m pytest -m 'not cluster' $(PYTEST_ARGS)
 	$(BIN)/xbus stack exec --brokers 3 -- $(BIN)/python -m pytest -m cluster $(FAULTS_PYTEST_ARGS)
 
 # The bus at a fixed rate for a long time, every component's memory, file descriptors and
@@ -50,13 +50,15 @@ faults: install
 
 # Publishing throughput of the SDK next to raw confluent-kafka (docs/publishing.md), and the
 # engine next to a raw passthrough (docs/grants.md), end-to-end delivery latency to a webhook
-# and a connector's memory while its target is down (docs/delivery.md), each on a throw-away
-# stack of its own; and the stack's start-up, secured next to open (docs/security.md).
+# and a connector's memory while its target is down (docs/delivery.md), change data capture's
+# snapshot, bridge and latency (docs/cdc.md), each on a throw-away stack of its own; and the
+# stack's start-up, secured next to open (docs/security.md).
 bench: install
 	$(BIN)/xbus stack exec -- $(BIN)/python tests/benchmarks/bench_publish.py $(BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_engine $(ENGINE_BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_delivery $(DELIVERY_BENCH_ARGS)
 	$(BIN)/xbus stack exec -- $(BIN)/python -m tests.benchmarks.bench_backpressure
+	$(BIN)/xbus stack exec --cdc -- $(BIN)/python -m tests.benchmarks.bench_cdc $(CDC_BENCH_ARGS)
 	$(BIN)/python tests/benchmarks/bench_startup.py
 
 unit: install

@@ -1,7 +1,14 @@
 import pytest
 
 from xbus.core.errors import ConfigurationError
-from xbus.core.topics import delivery_topic, parse_delivery_topic, source_topic
+from xbus.core.topics import (
+    CDC_PREFIX,
+    cdc_dead_letter_topic,
+    cdc_topic,
+    delivery_topic,
+    parse_delivery_topic,
+    source_topic,
+)
 
 
 def test_topic_names_follow_the_contract() -> None:
@@ -18,3 +25,13 @@ def test_topic_names_follow_the_contract() -> None:
 def test_names_that_would_break_topic_parsing_are_refused(bad: str) -> None:
     with pytest.raises(ConfigurationError, match="not valid"):
         delivery_topic(bad, "business_licence")
+
+
+def test_change_data_capture_topics_are_under_cdc() -> None:
+    assert cdc_topic("market_regulation", "business_licence") == (
+        "cdc.market_regulation.business_licence"
+    )
+    assert cdc_dead_letter_topic("health") == "cdc.health._dead_letters"
+    assert cdc_topic("health", "clinic").startswith(CDC_PREFIX)
+    with pytest.raises(ConfigurationError, match="not valid"):
+        cdc_topic("health", "clinic.x")

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from tests.conftest import Bus
 from tests.support.checkout import ROOT
 from xbus.core.catalog import Catalog
-from xbus.core.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, GRANTS_TOPIC
+from xbus.core.topics import AUDIT_TOPIC, CONNECT_PREFIX, DEAD_LETTER_TOPIC, GRANTS_TOPIC
 from xbus.deploy.provisioning.access import principals
 from xbus.deploy.provisioning.bus_file import load_bus_file
 from xbus.deploy.provisioning.passwords import password_path
@@ -38,6 +38,8 @@ NO_WRITE = (REFUSED, "CLUSTER_AUTHORIZATION_FAILED")
 # A probe topic under each department's and subscriber's prefix: no dataset has its name
 # (upper case), so no engine or connector of another test reads what the matrix writes.
 PROBE = "ACL-probe"
+# Under the change data capture prefix, with a record for the bridge to read.
+CDC_PROBE = f"cdc.health.{PROBE}"
 
 
 @dataclass
@@ -158,7 +160,7 @@ def provisioned(registered: Bus, tmp_path_factory: pytest.TempPathFactory) -> It
     bus = load_bus_file(DEMO, catalog, None)
     subscribers = sorted(bus.subscribers)
     admin = AdminClient(registered.settings.kafka_config())
-    probes = [f"deliver.{s}.{PROBE}" for s in subscribers]
+    probes = [*(f"deliver.{s}.{PROBE}" for s in subscribers), CDC_PROBE]
     made = [*probes, *(f"gov.{d}.{PROBE}" for d in bus.departments)]
     for future in admin.create_topics([NewTopic(t, 1, 1) for t in made]).values():
         try:
@@ -170,6 +172,13 @@ def provisioned(registered: Bus, tmp_path_factory: pytest.TempPathFactory) -> It
     yield registered
     for future in admin.delete_topics(made).values():
         future.result(30)
+    # What the Connect worker's user made in the test, if it did.
+    for future in admin.delete_topics([f"{CONNECT_PREFIX}{PROBE}"]).values():
+        try:
+            future.result(30)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
 
 
 def test_every_principal_may_do_what_it_needs_and_nothing_else(provisioned: Bus) -> None:
@@ -242,6 +251,36 @@ def test_every_principal_may_do_what_it_needs_and_nothing_else(provisioned: Bus)
         got = _subscribe(settings, group, [AUDIT_TOPIC, DEAD_LETTER_TOPIC])
         for topic, result in got.items():
             matrix.record(service, f"read {topic}", REFUSED, result)
+
+    # The Kafka Connect worker writes Debezium's cdc.* topics and its own, nothing else.
+    connect = _settings_of(provisioned, "service.connect")
+    internal = f"{CONNECT_PREFIX}{PROBE}"
+    got = _produce(connect, [CDC_PROBE, sources["health"], GRANTS_TOPIC, AUDIT_TOPIC])
+    matrix.record("service.connect", f"write {CDC_PROBE}", "ok", got[CDC_PROBE])
+    for topic in (sources["health"], GRANTS_TOPIC, AUDIT_TOPIC):
+        matrix.record("service.connect", f"write {topic}", REFUSED, got[topic])
+    created, deleted = _admin_tries(connect, internal, sources["health"])
+    matrix.record("service.connect", f"create {internal}", "ok", created)
+    matrix.record("service.connect", f"delete {sources['health']}", REFUSED, deleted)
+    got = _subscribe(connect, "xbus-connect-matrix", [sources["health"]])
+    matrix.record(
+        "service.connect",
+        "use a group other than _xbus.connect",
+        "GROUP_AUTHORIZATION_FAILED",
+        got[sources["health"]],
+    )
+    # The bridge reads cdc.* and republishes as the department: writes gov.*, reads no more.
+    bridge = _settings_of(provisioned, "service.cdc_bridge")
+    got = _subscribe(bridge, "xbus-cdc-bridge-matrix", [CDC_PROBE])
+    matrix.record("service.cdc_bridge", f"read {CDC_PROBE}", "ok", got[CDC_PROBE])
+    forbidden = [sources["health"], f"deliver.{subscribers[0]}.{PROBE}", AUDIT_TOPIC]
+    got = _subscribe(bridge, "xbus-cdc-bridge-matrix", forbidden)
+    for topic in forbidden:
+        matrix.record("service.cdc_bridge", f"read {topic}", REFUSED, got[topic])
+    got = _produce(bridge, [probe, GRANTS_TOPIC, internal])
+    matrix.record("service.cdc_bridge", f"write {probe}", "ok", got[probe])
+    for topic in (GRANTS_TOPIC, internal):
+        matrix.record("service.cdc_bridge", f"write {topic}", REFUSED, got[topic])
 
     elapsed = time.monotonic() - started
     tried = len(matrix.tries)

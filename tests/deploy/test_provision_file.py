@@ -10,7 +10,13 @@ import pytest
 
 from tests.support.checkout import ROOT as REPO
 from xbus.core.catalog import Catalog
-from xbus.deploy.provisioning.access import Acl, in_namespace, principals, topics
+from xbus.deploy.provisioning.access import (
+    Acl,
+    connect_principal,
+    in_namespace,
+    principals,
+    topics,
+)
 from xbus.deploy.provisioning.bus_file import BusFile, load_bus_file
 from xbus.deploy.provisioning.cluster import ClusterState, make_plan
 from xbus.deploy.provisioning.errors import BusFileError, ProvisioningError
@@ -53,15 +59,19 @@ def test_the_demo_file_names_a_user_per_department_subscriber_and_service(demo: 
     users = {p.user for p in principals(demo, REPO)}
     assert "department.market_regulation" in users
     assert "subscriber.tax_bureau" in users
-    assert {"service.engine", "service.connectors", "service.sse", "service.gateway"} <= users
+    services = {"engine", "connectors", "sse", "gateway", "connect", "cdc_bridge"}
+    assert {f"service.{s}" for s in services} <= users
     assert all(in_namespace(u) for u in users)
-    assert len(users) == 5 + 6 + 4
+    assert len(users) == 5 + 6 + 6
 
 
 def test_a_department_may_only_write_its_own_topics(demo: BusFile) -> None:
     assert _acls(demo, "department.health") == {
         "WRITE TOPIC gov.health.*",
         "DESCRIBE TOPIC gov.health.*",
+        # What the CDC bridge could not republish of its own database's rows.
+        "READ TOPIC cdc.health._dead_letters",
+        "DESCRIBE TOPIC cdc.health._dead_letters",
     }
 
 
@@ -94,8 +104,36 @@ def test_the_gateway_writes_sources_and_reads_nothing(demo: BusFile) -> None:
     assert _acls(demo, "service.gateway") == {"WRITE TOPIC gov.*", "DESCRIBE TOPIC gov.*"}
 
 
+def test_the_connect_worker_writes_cdc_and_its_own_topics_only(demo: BusFile) -> None:
+    assert _acls(demo, "service.connect") == {
+        *(
+            f"{op} TOPIC _xbus.connect.*"
+            for op in ("READ", "WRITE", "DESCRIBE", "CREATE", "DESCRIBE_CONFIGS")
+        ),
+        "READ GROUP _xbus.connect",
+        "WRITE TOPIC cdc.*",
+        "DESCRIBE TOPIC cdc.*",
+        "CREATE TOPIC cdc.*",
+    }
+    (principal,) = [p for p in principals(demo, REPO) if p.user == "service.connect"]
+    assert principal == connect_principal()
+
+
+def test_the_cdc_bridge_reads_cdc_and_writes_sources(demo: BusFile) -> None:
+    assert _acls(demo, "service.cdc_bridge") == {
+        "READ TOPIC cdc.*",
+        "DESCRIBE TOPIC cdc.*",
+        # Each department's CDC dead letters, and no other cdc.* topic.
+        *(f"WRITE TOPIC cdc.{d}._dead_letters" for d in demo.departments),
+        "READ GROUP xbus-cdc-bridge*",
+        "WRITE TOPIC gov.*",
+        "DESCRIBE TOPIC gov.*",
+    }
+
+
 def test_topics_carry_the_settings_of_the_file(demo: BusFile) -> None:
     made = {t.name: t for t in topics(demo)}
+    assert made["cdc.civil_affairs._dead_letters"].partitions == 1
     assert made["gov.market_regulation.business_licence"].config["retention.ms"] == "2592000000"
     assert made["gov.health.clinic"].partitions == 12  # the default: workers share a dataset
     assert made["_xbus.grants"].config == {"cleanup.policy": "compact", "retention.ms": "-1"}

@@ -3,6 +3,7 @@ provision`` would apply to an empty broker from the same file (no broker needed)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,8 @@ def _acls_of(resources: list[dict[str, Any]], users: dict[str, str]) -> set[Acl]
                         _KAFKA_NAMES[rule["resource"]["type"]],
                         rule["resource"]["name"],
                         _KAFKA_NAMES[rule["resource"]["patternType"]],
-                        operation.upper(),
+                        # DescribeConfigs -> DESCRIBE_CONFIGS
+                        re.sub(r"(?<=[a-z])(?=[A-Z])", "_", operation).upper(),
                         rule["type"].upper(),
                         rule["host"],
                     )
@@ -101,7 +103,8 @@ def test_every_topic_of_the_plan_is_a_kafka_topic_and_nothing_else(
     generated = _topics_of(_resources(_generate(), "KafkaTopic"))
     assert generated == wanted
     assert "_xbus.grants" in {name for name, *_ in generated}
-    assert len(generated) == len(plan.topics_to_create) == 17
+    # Each dataset's, the bus's own, each subscriber's and each department's dead letters.
+    assert len(generated) == len(plan.topics_to_create) == 7 + 4 + 6 + 5
 
 
 def test_every_acl_of_the_plan_is_in_a_kafka_user_and_nothing_else(

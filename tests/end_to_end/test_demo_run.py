@@ -31,7 +31,7 @@ from xbus.deploy.stack import StackSettings
 pytestmark = pytest.mark.broker
 
 # The demo's metrics ports and its live stream (cli/xbus/cli/stack.py).
-DEMO_PORTS = (9101, 9102, 9103, 9105, 9107, 9108)
+DEMO_PORTS = (9101, 9102, 9103, 9105, 9107, 9108, 9110)
 STREAM = "http://127.0.0.1:8090/v1/stream"
 SUBSCRIBERS = ("public_security", "tax_bureau", "social_security", "open_data")
 
@@ -111,6 +111,16 @@ def _secrets(folder: Path) -> dict[str, str]:
     return found
 
 
+def _captured(delivered: Path) -> bool:
+    """Whether the public security bureau has received a marriage registration: written with
+    SQL into civil affairs' own database, captured by Debezium, bridged onto the bus."""
+    return any(
+        '"dataset": "marriage_registration"' in path.read_text(errors="replace")
+        or '"dataset":"marriage_registration"' in path.read_text(errors="replace")
+        for path in (delivered / "public_security").glob("*.jsonl")
+    )
+
+
 def _scraped(port: str) -> str:
     """Prometheus' targets page once it has scraped every component and the broker."""
 
@@ -149,12 +159,13 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
         "XBUS_STACK_PROMETHEUS_PORT": str(free_port()),
         "XBUS_STACK_ALERTMANAGER_PORT": str(free_port()),
         "XBUS_STACK_NODE_EXPORTER_PORT": str(free_port()),
+        "XBUS_STACK_CONNECT_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
     }
     log = tmp_path / "stack-up.log"
     with open(log, "wb") as out:
         stack = subprocess.Popen(
-            [sys.executable, "-m", "xbus.cli", "stack", "up", "--rate", "4"],
+            [sys.executable, "-m", "xbus.cli", "stack", "up", "--cdc", "--rate", "4"],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -170,7 +181,9 @@ def _run_and_check(home: Path, tmp_path: Path) -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             assert stack.poll() is None, log.read_text(errors="replace")[-4000:]
-            if all(list((delivered / s).glob("*.jsonl")) for s in SUBSCRIBERS):
+            if all(list((delivered / s).glob("*.jsonl")) for s in SUBSCRIBERS) and _captured(
+                delivered
+            ):
                 break
             time.sleep(2)
         else:

@@ -10,6 +10,7 @@ import typer
 
 from xbus.cli import (
     audit,
+    cdc,
     console_accounts,
     gateway,
     grants,
@@ -56,6 +57,7 @@ app.add_typer(grants.app, name="grants")
 app.add_typer(grants.reference, name="reference")
 app.add_typer(audit.app, name="audit")
 app.add_typer(console_accounts.app, name="console")
+app.add_typer(cdc.app, name="cdc")
 app.command("publish")(publish.publish)
 app.command("tail")(tail.tail)
 app.command("provision")(provision.provision)

@@ -465,3 +465,56 @@ def office_console(
         log_level="warning",
         timeout_graceful_shutdown=2,
     )
+
+
+@app.command("cdc-bridge")
+def cdc_bridge(
+    sources: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="CDC source files or folders (default: $XBUS_CDC_SOURCES_DIR, else cdc/).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_port: MetricsPort = 9110,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Debezium records read and published per batch.")
+    ] = 2000,
+    group: Annotated[
+        str, typer.Option(help="Consumer group; bridges in one group share the sources.")
+    ] = "xbus-cdc-bridge",
+) -> None:
+    """Republish Debezium's records of each source's cdc.* topic as its dataset's change
+    events (through the Publisher SDK); offsets are committed once Kafka acknowledged them."""
+    from xbus.cli.output import load_catalog
+    from xbus.producers.cdc.bridge import CdcBridge
+    from xbus.producers.cdc.settings import CdcSettings
+    from xbus.producers.cdc.sources import require_sources
+
+    catalog = load_catalog()
+    try:
+        found = require_sources(sources or [CdcSettings().cdc_sources_dir], catalog)
+        bridge = CdcBridge(found, bus_settings(), catalog, batch_size=batch_size, group=group)
+    except XbusError as exc:
+        raise fail(exc) from None
+    serve_metrics(metrics_port, bus_settings().metrics_host)
+    print(f"bridging {', '.join(s.name for s in found)}", flush=True)
+    bridge.run(_stop_on_signals())
+
+
+@app.command("cdc-demo", hidden=True)
+def cdc_demo(
+    dsn: Annotated[str, typer.Option(help="The bureau's database (no password).")],
+    password_file: Annotated[Path, typer.Option(help="File holding the owner's password.")],
+    rate: Annotated[float, typer.Option(help="Statements per second.")] = 0.5,
+) -> None:
+    """The demo's civil affairs registry office: registers marriages in its own database with
+    plain SQL (change data capture brings them onto the bus)."""
+    from psycopg.conninfo import make_conninfo
+
+    from xbus.core.secret_files import read_secret
+    from xbus.producers.cdc.demo import run_registry_office
+
+    stop = _stop_on_signals()
+    print("registering marriages in the civil affairs database (SQL)", flush=True)
+    run_registry_office(make_conninfo(dsn, password=read_secret(password_file)), stop, rate=rate)

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 
+from xbus.cli.demo_cdc import CDC_BRIDGE_METRICS, start_cdc_demo
 from xbus.cli.demo_console import CONSOLE_METRICS, CONSOLE_PORT, DEMO_ACCOUNTS, start_console
 from xbus.cli.output import console, fail
 from xbus.cli.provision import provision_from_file
@@ -30,6 +31,7 @@ from xbus.deploy.monitoring import ScrapeTarget
 from xbus.deploy.process import ManagedProcess
 from xbus.deploy.provisioning.bus_file import provisioning_file
 from xbus.deploy.stack import LocalStack, StackSettings
+from xbus.producers.cdc.connector import ConnectError
 from xbus.producers.demodata import DISTRICTS
 from xbus.streams.grant_files import apply_grants
 from xbus.streams.state import set_reference_table
@@ -158,8 +160,10 @@ class _DemoRun:
 
 
 def _start_infrastructure(stack: LocalStack) -> None:
-    """Kafka, the schema registry and PostgreSQL, answering; a fault ends the command."""
-    console.print("starting Kafka, the schema registry and PostgreSQL...")
+    """Kafka, the schema registry, PostgreSQL (and Kafka Connect with ``--cdc``),
+    answering; a fault ends the command."""
+    connect = " and Kafka Connect" if stack.settings.cdc else ""
+    console.print(f"starting Kafka, the schema registry, PostgreSQL{connect}...")
     try:
         stack.start()
     except LauncherError as error:
@@ -271,6 +275,11 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
         registry_user="reader",
     )
     logins = start_console(stack)
+    if stack.settings.cdc:
+        try:
+            start_cdc_demo(stack, Catalog.load(BusSettings().schemas_dir))
+        except ConnectError as error:
+            raise fail(error) from None
     follower = _Follower()
     follower.add("department", publisher, "cyan")
     follower.add("subscriber", connector, "green")
@@ -281,7 +290,9 @@ def _start_monitoring(stack: LocalStack, demo: bool) -> None:
     """Prometheus scraping the broker and, with the demo, every component; Alertmanager;
     the node exporter."""
     console.print("starting Prometheus, Alertmanager and the node exporter...")
-    components = COMPONENT_METRICS if demo else {}
+    components = dict(COMPONENT_METRICS) if demo else {}
+    if demo and stack.settings.cdc:
+        components["cdc-bridge"] = CDC_BRIDGE_METRICS
     stack.start_monitoring(
         [
             ScrapeTarget("xbus", f"127.0.0.1:{port}", {"component": name})
@@ -304,6 +315,11 @@ def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
         f"schema registry  {stack.registry_url}",
         f"PostgreSQL       {stack.postgres_dsn}",
     ]
+    if stack.settings.cdc:
+        lines += [
+            f"Kafka Connect    {stack.connect_url} (Debezium PostgreSQL; basic auth)",
+            "  from a shell   xbus stack connect stop|kill|start",
+        ]
     if stack.settings.secured:
         lines.append(
             f"credentials      {stack.secrets_dir} (Kafka: SASL/SCRAM; registry: basic auth; "
@@ -329,6 +345,13 @@ def _panel(stack: LocalStack, demo: _DemoRun | None) -> Panel:
             "[bold]the story[/bold]        market_regulation issues business licences (企业开办);",
             "                 within a second each subscriber receives, under grants/:",
             *(f"[green]{name:<17}[/green]{text}" for name, text in DEMO_SUBSCRIBERS.items()),
+        ]
+    if demo is not None and stack.settings.cdc:
+        lines += [
+            "[bold]from a database[/bold]  civil_affairs registers marriages with SQL in its own",
+            "                 database; Debezium captures them (docs/cdc.md), and",
+            f"[green]{'public_security':<17}[/green]receives both parties (household register)",
+            f"cdc bridge       http://127.0.0.1:{CDC_BRIDGE_METRICS}/metrics (xbus cdc status)",
         ]
     monitoring = stack.monitoring.config
     lines += [
@@ -371,9 +394,10 @@ def up(
     ] = True,
     rate: Annotated[float, typer.Option(help="Demo licences per second.")] = 1.0,
     brokers: Annotated[int | None, BROKERS_OPTION] = None,
+    cdc: Annotated[bool | None, CDC_OPTION] = None,
 ) -> None:
     """Start the local stack and keep it running until Ctrl-C, which stops everything."""
-    stack = LocalStack.persistent(_with_brokers(brokers))
+    stack = LocalStack.persistent(_with_brokers(brokers, cdc))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -401,25 +425,40 @@ BROKERS_OPTION = typer.Option(
 )
 
 
-def _with_brokers(brokers: int | None) -> StackSettings:
+CDC_OPTION = typer.Option(
+    "--cdc",
+    help="Also run a Kafka Connect worker with Debezium's PostgreSQL connector (change data "
+    "capture), after PostgreSQL. Default: XBUS_STACK_CDC, else off.",
+    show_default=False,
+)
+
+
+def _with_brokers(brokers: int | None, cdc: bool | None = None) -> StackSettings:
     settings = StackSettings()
-    return settings if brokers is None else settings.model_copy(update={"brokers": brokers})
+    if brokers is not None:
+        settings = settings.model_copy(update={"brokers": brokers})
+    if cdc:
+        settings = settings.model_copy(update={"cdc": True})
+    return settings
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec(  # noqa: A001
-    ctx: typer.Context, brokers: Annotated[int | None, BROKERS_OPTION] = None
+    ctx: typer.Context,
+    brokers: Annotated[int | None, BROKERS_OPTION] = None,
+    cdc: Annotated[bool | None, CDC_OPTION] = None,
 ) -> None:
     """Start a throw-away stack, run the command after ``--`` against it, and stop the stack.
 
     The command sees the stack's addresses and the office's credentials (by file) in XBUS_
     variables (XBUS_BOOTSTRAP_SERVERS, XBUS_SASL_*, XBUS_SCHEMA_REGISTRY_*, XBUS_POSTGRES_DSN,
-    ...), and the stack's folder in XBUS_STACK_DATA_DIR (for ``xbus stack broker``); its exit
-    code is ours.
+    with --cdc XBUS_CONNECT_* and XBUS_CDC_SECRETS_DIR, ...), and the stack's folder in
+    XBUS_STACK_DATA_DIR (for ``xbus stack broker`` and ``xbus stack connect``); its exit code
+    is ours.
     """
     if not ctx.args:
         raise typer.BadParameter("give the command to run after --, e.g. xbus stack exec -- pytest")
-    stack = LocalStack.ephemeral(_with_brokers(brokers))
+    stack = LocalStack.ephemeral(_with_brokers(brokers, cdc))
     console.print(f"starting a test stack in {stack.data_dir}...")
     try:
         stack.start()
@@ -429,6 +468,7 @@ def exec(  # noqa: A001
     console.print(
         f"Kafka on {stack.bootstrap_servers}, registry on {stack.registry_url}, "
         f"PostgreSQL {stack.postgres_dsn}"
+        + (f", Kafka Connect on {stack.connect_url}" if stack.settings.cdc else "")
     )
     # Ctrl-C reaches the command (same process group); we wait for it, then clean up. A
     # SIGTERM (a CI job cancelled, a kill) is passed on to it: it must not outlive its stack.
@@ -556,3 +596,43 @@ def broker_start(
 ) -> None:
     """Start node N again and wait until it answers; the stack stops it with the rest."""
     _on_node(data_dir, node, "start")
+
+
+connect_app = typer.Typer(
+    help="Stop, kill or start the Kafka Connect worker of a running stack (to try a fault).",
+    no_args_is_help=True,
+)
+app.add_typer(connect_app, name="connect")
+
+
+def _on_connect(data_dir: Path | None, act: str) -> None:
+    stack = _running_stack(data_dir)
+    try:
+        if act == "start":
+            stack.start_connect(outlive_parent=True)
+        elif act == "stop":
+            stack.connect.stop()
+        else:
+            stack.connect.kill()
+    except LauncherError as error:
+        raise fail(error) from None
+    done = {"start": "answering again", "stop": "stopped", "kill": "killed"}[act]
+    console.print(f"Kafka Connect {done} ({stack.connect_url})")
+
+
+@connect_app.command("stop")
+def connect_stop(data_dir: Annotated[Path | None, DATA_DIR_OPTION] = None) -> None:
+    """Stop the worker cleanly (it leaves its group; its tasks commit their offsets)."""
+    _on_connect(data_dir, "stop")
+
+
+@connect_app.command("kill")
+def connect_kill(data_dir: Annotated[Path | None, DATA_DIR_OPTION] = None) -> None:
+    """Kill the worker at once (SIGKILL), as a crash would."""
+    _on_connect(data_dir, "kill")
+
+
+@connect_app.command("start")
+def connect_start(data_dir: Annotated[Path | None, DATA_DIR_OPTION] = None) -> None:
+    """Start the worker (again) and wait until it answers; the stack stops it with the rest."""
+    _on_connect(data_dir, "start")

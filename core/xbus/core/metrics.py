@@ -153,6 +153,30 @@ GATEWAY_RATE_LIMITED = Counter(
     ["department"],
 )
 
+CDC_EVENTS_BRIDGED = Counter(
+    "xbus_cdc_events_bridged_total",
+    "Records captured from a department's database (Debezium) published as change events of "
+    "their dataset and acknowledged.",
+    ["department", "dataset", "op"],
+)
+CDC_EVENTS_REJECTED = Counter(
+    "xbus_cdc_events_rejected_total",
+    "Captured records the CDC bridge sent to the department's CDC dead letters, by why.",
+    ["department", "dataset", "reason"],
+)
+CDC_LAG = Gauge(
+    "xbus_cdc_lag_events",
+    "Captured records on a source's cdc.* partition the bridge has not yet published.",
+    ["department", "dataset", "partition"],
+)
+CDC_COMMIT_TO_PUBLISH = Histogram(
+    "xbus_cdc_commit_to_publish_seconds",
+    "From a change's commit in the department's database to Kafka's acknowledgement of its "
+    "event on gov.* (snapshot reads not counted).",
+    ["department", "dataset"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` on ``host:port`` from a background thread; port 0 serves nothing."""

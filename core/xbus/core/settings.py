@@ -75,7 +75,7 @@ class BusSettings(BaseSettings):
     def pseudonym_secret(self) -> bytes:
         """The secret of keyed pseudonyms: ``XBUS_PSEUDONYM_KEY``, else the contents of
         ``XBUS_PSEUDONYM_KEY_FILE``; at least 16 characters, or ``ConfigurationError``."""
-        key = _secret(self.pseudonym_key, self.pseudonym_key_file, "the pseudonym key")
+        key = secret_setting(self.pseudonym_key, self.pseudonym_key_file, "the pseudonym key")
         if len(key) < 16:
             raise ConfigurationError(
                 "keyed pseudonyms need a secret of at least 16 characters in "
@@ -86,12 +86,12 @@ class BusSettings(BaseSettings):
     def kafka_password(self) -> str:
         """The SASL password: ``XBUS_SASL_PASSWORD``, else the contents of
         ``XBUS_SASL_PASSWORD_FILE``, else empty."""
-        return _secret(self.sasl_password, self.sasl_password_file, "the Kafka password")
+        return secret_setting(self.sasl_password, self.sasl_password_file, "the Kafka password")
 
     def registry_password(self) -> str:
         """The registry password: ``XBUS_SCHEMA_REGISTRY_PASSWORD``, else the contents of
         ``XBUS_SCHEMA_REGISTRY_PASSWORD_FILE``, else empty."""
-        return _secret(
+        return secret_setting(
             self.schema_registry_password,
             self.schema_registry_password_file,
             "the schema registry password",
@@ -159,7 +159,7 @@ class BusSettings(BaseSettings):
         return config
 
 
-def _secret(value: SecretStr | None, file: Path | None, what: str) -> str:
+def secret_setting(value: SecretStr | None, file: Path | None, what: str) -> str:
     """A secret given as a value or as a file holding it (trailing whitespace dropped)."""
     if value is not None and value.get_secret_value():
         return value.get_secret_value()

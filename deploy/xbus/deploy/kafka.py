@@ -164,6 +164,29 @@ class KafkaConfig:
         return env
 
 
+def java_login(login: dict[str, Any]) -> dict[str, str]:
+    """librdkafka's SASL and TLS settings (``KafkaConfig.client_config``) as the Java
+    client's: what a Java service of the stack (the registry's storage, Kafka Connect) logs
+    in with. Empty for an unsecured broker without TLS."""
+    java: dict[str, str] = {}
+    if "sasl.username" in login:
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        java |= {
+            "security.protocol": str(login["security.protocol"]),
+            "sasl.mechanism": str(login["sasl.mechanism"]),
+            "sasl.jaas.config": f'{module} required username="{login["sasl.username"]}" '
+            f'password="{login["sasl.password"]}";',
+        }
+    if "ssl.ca.location" in login:
+        # The CA as a PEM truststore; Java checks the broker's host name by default.
+        java |= {
+            "security.protocol": str(login["security.protocol"]),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(login["ssl.ca.location"]),
+        }
+    return java
+
+
 def server_properties(config: KafkaConfig) -> str:
     """The node's ``server.properties`` for ``config`` (with passwords when secured: the file
     is written 0600)."""

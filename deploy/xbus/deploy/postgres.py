@@ -47,7 +47,18 @@ PG_HBA = """\
 local   all       all                 scram-sha-256
 host    all       all   127.0.0.1/32  scram-sha-256
 host    all       all   ::1/128       scram-sha-256
+# Replication connections (change data capture reads a department's tables through them).
+local   replication  all              scram-sha-256
+host    replication  all  127.0.0.1/32  scram-sha-256
+host    replication  all  ::1/128       scram-sha-256
 """
+# What logical decoding needs (``PostgresConfig.logical_replication``).
+_LOGICAL_REPLICATION = (
+    "wal_level=logical",
+    "max_slot_wal_keep_size=1GB",
+    "max_replication_slots=10",
+    "max_wal_senders=10",
+)
 # PostgreSQL refuses to run as root; a root supervisor runs it as this system user.
 SERVER_USER = "postgres"
 # Where that user's clusters go when it cannot reach the stack's own folder (a checkout in
@@ -74,6 +85,9 @@ class PostgresConfig:
     user: str = "xbus"
     database: str = "xbus"
     start_timeout: float = 60.0
+    # Logical decoding, so that the stack's server can also play a department's database
+    # for change data capture (docs/cdc.md); a slot no one reads keeps at most 1 GB of WAL.
+    logical_replication: bool = True
 
     @property
     def dsn(self) -> str:
@@ -161,6 +175,11 @@ class LocalPostgres:
                 # The sink's crash tests count on a committed row surviving a killed server.
                 "-c",
                 "fsync=on",
+                *(
+                    arg
+                    for setting in (_LOGICAL_REPLICATION if c.logical_replication else ())
+                    for arg in ("-c", setting)
+                ),
             ],
             log_file=c.log_dir.resolve() / "postgresql.log",
             pid_file=self._pid_file,
@@ -316,6 +335,38 @@ class LocalPostgres:
                         sql.Identifier(c.database), sql.Identifier(c.user)
                     )
                 )
+
+    def department_database(
+        self, name: str, owner_password_file: Path, replication_user: str, replication_file: Path
+    ) -> str:
+        """Make (if missing) a database playing a department's own server: owned by a login
+        role of its name, and a role ``replication_user`` that may replicate (what change
+        data capture reads as). Their passwords are the files' (made on first use; the
+        replication one without a line break, as Kafka Connect reads it whole). Returns the
+        owner's connection string, without its password."""
+        c = self.config
+        owner = scram_verifier(read_secret(password_file(owner_password_file)))
+        replicator = scram_verifier(read_secret(password_file(replication_file)))
+        with psycopg.connect(self._admin_conninfo(), autocommit=True) as connection:
+            for role, verifier, extra in (
+                (name, owner, ""),
+                (replication_user, replicator, " REPLICATION"),
+            ):
+                exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                command = "ALTER" if exists.fetchone() else "CREATE"
+                connection.execute(
+                    sql.SQL(command + " ROLE {} LOGIN" + extra + " PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(verifier)
+                    )
+                )
+            database = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if database.fetchone() is None:
+                connection.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(name), sql.Identifier(name)
+                    )
+                )
+        return make_conninfo(host=c.host, port=c.port, dbname=name, user=name)
 
     def stop(self) -> None:
         """Stop the server with a fast shutdown: open sessions are ended, committed data is

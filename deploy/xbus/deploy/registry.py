@@ -33,6 +33,7 @@ from xbus.core.catalog import DEFAULT_COMPATIBILITY
 from xbus.core.errors import ConfigurationError
 from xbus.core.secret_files import password_file, read_secret, write_private
 from xbus.deploy.jars import resolve_artifacts
+from xbus.deploy.kafka import java_login
 from xbus.deploy.process import ManagedProcess, check_port_free
 
 # Shipped inside the package (``resources/registry``); Maven needs real file paths.
@@ -139,29 +140,8 @@ def _security_properties(config: RegistryConfig) -> str:
             f"quarkus.security.users.embedded.users.{user}={digest}",
             f"quarkus.security.users.embedded.roles.{user}={role}",
         ]
-    lines += [f"apicurio.kafka.common.{k}={v}" for k, v in _java_login(config.kafka_login).items()]
+    lines += [f"apicurio.kafka.common.{k}={v}" for k, v in java_login(config.kafka_login).items()]
     return "\n".join(lines) + "\n"
-
-
-def _java_login(login: dict[str, Any]) -> dict[str, str]:
-    """librdkafka's SASL and TLS settings as the Java client's."""
-    java: dict[str, str] = {}
-    if "sasl.username" in login:
-        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
-        java |= {
-            "security.protocol": str(login["security.protocol"]),
-            "sasl.mechanism": str(login["sasl.mechanism"]),
-            "sasl.jaas.config": f'{module} required username="{login["sasl.username"]}" '
-            f'password="{login["sasl.password"]}";',
-        }
-    if "ssl.ca.location" in login:
-        # The CA as a PEM truststore; Java checks the broker's host name by default.
-        java |= {
-            "security.protocol": str(login["security.protocol"]),
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(login["ssl.ca.location"]),
-        }
-    return java
 
 
 class LocalRegistry:

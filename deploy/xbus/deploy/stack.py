@@ -1,5 +1,6 @@
-"""The local stack: broker, registry and PostgreSQL, and for ``make run`` the engine, a
-connector and the demo department, each a child process stopped in reverse order."""
+"""The local stack: broker, registry and PostgreSQL (and, for change data capture, a Kafka
+Connect worker), and for ``make run`` the engine, a connector and the demo department, each a
+child process stopped in reverse order."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from xbus.core.errors import XbusError
 from xbus.core.secret_files import password_file, write_private
-from xbus.core.settings import home_dir
+from xbus.core.settings import BusSettings, home_dir
 from xbus.core.signatures import ensure_keypair
+from xbus.deploy.connect import ConnectConfig, LocalConnect
 from xbus.deploy.errors import LauncherError
-from xbus.deploy.kafka import ADMIN_USER, REGISTRY_USER, KafkaCluster, KafkaConfig
+from xbus.deploy.kafka import ADMIN_USER, MECHANISM, REGISTRY_USER, KafkaCluster, KafkaConfig
 from xbus.deploy.monitoring import LocalMonitoring, MonitoringConfig, ScrapeTarget
 from xbus.deploy.postgres import (
     LocalPostgres,
@@ -26,6 +29,8 @@ from xbus.deploy.postgres import (
     server_can_reach,
 )
 from xbus.deploy.process import ManagedProcess, free_port
+from xbus.deploy.provisioning.access import CONNECT_USER, connect_principal
+from xbus.deploy.provisioning.cluster import Provisioner
 from xbus.deploy.registry import (
     OFFICE_USER,
     LocalRegistry,
@@ -46,6 +51,8 @@ class StackSettings(BaseSettings):
     controller_port: int = 9093
     registry_port: int = 8081
     registry_management_port: int = 8091
+    # Kafka Connect's REST API (change data capture; started with ``cdc``).
+    connect_port: int = 8083
     # Not 5432, where a system PostgreSQL usually listens.
     postgres_port: int = 5433
     # The broker's own metrics (JMX exporter), Prometheus, Alertmanager, the node exporter.
@@ -54,6 +61,7 @@ class StackSettings(BaseSettings):
     alertmanager_port: int = 9095
     node_exporter_port: int = 9100
     kafka_heap: str = "768m"
+    connect_heap: str = "384m"
     start_timeout: float = 120.0
     # SASL/SCRAM, ACLs and registry credentials; off only to compare or debug.
     secured: bool = True
@@ -63,6 +71,9 @@ class StackSettings(BaseSettings):
     # factor 3, min.insync.replicas 2). Node n > 1 listens on the ports of node 1 plus
     # (n - 1) × 10000, unless ``node_ports`` gives its (client, controller, metrics) ports.
     brokers: int = Field(default=1, ge=1, le=9)
+    # Also a Kafka Connect worker with Debezium's PostgreSQL connector, started after
+    # PostgreSQL (``xbus stack up|exec --cdc``, or XBUS_STACK_CDC=1).
+    cdc: bool = False
     node_ports: dict[int, tuple[int, int, int]] = {}
 
     @property
@@ -72,7 +83,7 @@ class StackSettings(BaseSettings):
 
 
 # The stack's folders that only their owner may enter (see ``LocalStack.close_folders``).
-_PRIVATE_FOLDERS = ("kafka", "registry", "logs", "out", "monitoring")
+_PRIVATE_FOLDERS = ("kafka", "registry", "connect", "logs", "out", "monitoring")
 
 # Settings of the supervisor that must not reach a component started under its own user.
 _NOT_INHERITED = frozenset(
@@ -82,14 +93,15 @@ _NOT_INHERITED = frozenset(
 
 @dataclass
 class LocalStack:
-    """A Kafka broker, a schema registry and PostgreSQL on loopback, plus any components
-    started on them."""
+    """A Kafka broker, a schema registry and PostgreSQL on loopback (and a Kafka Connect
+    worker with ``cdc``), plus any components started on them."""
 
     settings: StackSettings
     data_dir: Path
     kafka: KafkaCluster = field(init=False)
     registry: LocalRegistry = field(init=False)
     postgres: LocalPostgres = field(init=False)
+    connect: LocalConnect = field(init=False)
     monitoring: LocalMonitoring = field(init=False)
     components: list[ManagedProcess] = field(default_factory=list)
 
@@ -149,6 +161,21 @@ class LocalStack:
                 socket_dir=None if cluster == own else cluster / "run",
                 log_dir=self.data_dir / "postgres",
                 secrets_dir=self.secrets_dir,
+                start_timeout=s.start_timeout,
+            )
+        )
+        self.connect = LocalConnect(
+            ConnectConfig(
+                bootstrap_servers=self.kafka.config.bootstrap_servers,
+                kafka_login=self.kafka.config.client_config(CONNECT_USER),
+                secured=s.secured,
+                secrets_dir=self.secrets_dir,
+                host=s.host,
+                port=s.connect_port,
+                cache_dir=s.cache,
+                run_dir=run_dir,
+                log_dir=self.data_dir / "connect",
+                heap=s.connect_heap,
                 start_timeout=s.start_timeout,
             )
         )
@@ -234,6 +261,7 @@ class LocalStack:
                 "controller_port": free_port(),
                 "registry_port": free_port(),
                 "registry_management_port": free_port(),
+                "connect_port": free_port(),
                 "postgres_port": free_port(),
                 "broker_metrics_port": free_port(),
                 "prometheus_port": free_port(),
@@ -263,8 +291,14 @@ class LocalStack:
         file holding it, in ``client_env``)."""
         return self.postgres.dsn
 
+    @property
+    def connect_url(self) -> str:
+        """Kafka Connect's REST API (``client_env`` gives its credentials by file)."""
+        return self.connect.config.url
+
     def client_env(self) -> dict[str, str]:
-        """The environment that points xbus components and tests at this stack."""
+        """The environment that points xbus components and tests at this stack (Kafka
+        Connect's, ``XBUS_CONNECT_*`` and ``XBUS_CDC_SECRETS_DIR``, when the stack runs one)."""
         signing, verifying = ensure_keypair(self.secrets_dir)
         return {
             **self.kafka.config.client_env(ADMIN_USER),
@@ -277,6 +311,11 @@ class LocalStack:
             **(
                 {"XBUS_BROKER_METRICS_URL": self.kafka.config.metrics_url}
                 if self.kafka.config.metrics_url
+                else {}
+            ),
+            **(
+                self.connect.config.client_env()
+                if self.settings.cdc or self.connect.running
                 else {}
             ),
         }
@@ -294,8 +333,8 @@ class LocalStack:
         return password_file(self.secrets_dir / "pseudonym.key")
 
     def start(self) -> None:
-        """Start the broker, the registry, then PostgreSQL; if one fails, what was started is
-        stopped, last first."""
+        """Start the broker, the registry, PostgreSQL, then (with ``cdc``) Kafka Connect; if
+        one fails, what was started is stopped, last first."""
         self.close_folders()
         self._check_broker_count()
         # What ``attach`` reads: how this stack was started (ports, folders; no secret).
@@ -305,6 +344,8 @@ class LocalStack:
             (self.start_registry, self.registry.stop),
             (self.postgres.start, self.postgres.stop),
         ]
+        if self.settings.cdc:
+            parts.append((self.start_connect, self.connect.stop))
         for index, (start, _) in enumerate(parts):
             try:
                 start()
@@ -337,14 +378,48 @@ class LocalStack:
             allow_storage(self.kafka.config.client_config(), REGISTRY_USER)
         self.registry.start()
 
+    def start_connect(self, *, outlive_parent: bool = False) -> None:
+        """Start the Kafka Connect worker and wait until it answers. On a secured broker its
+        Kafka user, ``service.connect``, is first given what it lacks, as ``xbus provision``
+        would give it (its SCRAM credential, its ACLs; nothing else is changed): ``xbus stack
+        exec`` provisions nothing. ``outlive_parent``: ``xbus stack connect start``."""
+        if self.settings.secured:
+            try:
+                Provisioner(self.office_settings()).ensure(connect_principal())
+            except XbusError as error:
+                raise LauncherError(
+                    f"could not give Kafka Connect its Kafka user {CONNECT_USER}: {error}"
+                ) from error
+        # Read now: a rotated password is the one the worker logs in with.
+        self.connect.config.kafka_login = self.kafka.config.client_config(CONNECT_USER)
+        self.connect.start(outlive_parent=outlive_parent)
+
+    def office_settings(self) -> BusSettings:
+        """The settings with which the office (Kafka's ``admin``) reaches this stack's broker,
+        whatever this process's environment says."""
+        k = self.kafka.config
+        return BusSettings(
+            bootstrap_servers=k.bootstrap_servers,
+            security_protocol=k.security_protocol,
+            sasl_mechanism=MECHANISM if k.secured else None,
+            sasl_username=ADMIN_USER if k.secured else None,
+            sasl_password=None,
+            sasl_password_file=k.password_file(ADMIN_USER) if k.secured else None,
+            ssl_ca_location=k.certificates.ca_certificate if k.tls else None,
+            secrets_dir=self.secrets_dir,
+        )
+
     def component_env(
         self, kafka_user: str | None = None, registry_user: str | None = None
     ) -> dict[str, str]:
         """The environment of a component that runs as Kafka user ``kafka_user`` (whose
         password ``xbus provision`` wrote) and registry user ``registry_user``; None for either
-        keeps the office's. No component but the office gets the grant-signing key."""
+        keeps the office's. No component but the office gets the grant-signing key, nor the
+        login of Kafka Connect's REST API (the office sets up connectors)."""
         env = self.client_env()
         del env["XBUS_GRANT_SIGNING_KEY_FILE"]
+        for office_only in ("XBUS_CONNECT_USERNAME", "XBUS_CONNECT_PASSWORD_FILE"):
+            env.pop(office_only, None)
         if self.settings.secured and kafka_user is not None:
             env["XBUS_SASL_USERNAME"] = kafka_user
             env["XBUS_SASL_PASSWORD_FILE"] = str(
@@ -403,12 +478,13 @@ class LocalStack:
         self.monitoring.start([*self.scrape_targets(), *targets])
 
     def stop(self) -> None:
-        """Stop Prometheus and what goes with it, the components (last started first),
-        PostgreSQL, the registry, then the broker."""
+        """Stop Prometheus and what goes with it, the components (last started first), Kafka
+        Connect (whichever command started it), PostgreSQL, the registry, then the broker."""
         self.monitoring.stop()
         for process in reversed(self.components):
             process.stop(timeout=20)
         self.components.clear()
+        self.connect.stop()
         self.postgres.stop()
         self.registry.stop()
         self.kafka.stop()

@@ -3,8 +3,9 @@
 grants carry on to the public security bureau, the tax bureau, the social security bureau,
 the district's service centre and the open-data portal. Alongside, the health commission
 lists its clinics and records vaccinations, human resources and social security collects
-contributions, civil affairs registers marriages, and the 12345 citizen hotline takes
-requests and now and then resolves one."""
+contributions, and the 12345 citizen hotline takes requests and now and then resolves one.
+(Civil affairs keeps its marriage registrations in its own database: change data capture
+brings them onto the bus, ``xbus.producers.cdc.demo``.)"""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ ALONGSIDE = (
     ("health", "vaccination_record", 2),
     (*HOTLINE, 2),
     ("human_resources", "insurance_contribution", 3),
-    ("civil_affairs", "marriage_registration", 5),
 )
 CLINICS = 10
 # Hotline requests still open that the demo may resolve later, at most this many.

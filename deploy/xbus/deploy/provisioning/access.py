@@ -5,7 +5,8 @@ engine, which continues the audit's hash chains, reads the audit trail.
 
 | principal                | may                                                            |
 |--------------------------|----------------------------------------------------------------|
-| ``department.<d>``       | write and describe topics ``gov.<d>.*``                        |
+| ``department.<d>``       | write and describe topics ``gov.<d>.*``; read its CDC dead     |
+|                          | letters ``cdc.<d>._dead_letters`` (its own rows, refused)      |
 | ``subscriber.<s>``       | read and describe ``deliver.<s>.*``; use groups ``<s>.*``      |
 | ``service.engine``       | read ``gov.*``, ``_xbus.grants``, ``_xbus.reference.*``; write |
 |                          | and create ``deliver.*``; write (and read) ``_xbus.audit``;    |
@@ -14,6 +15,12 @@ engine, which continues the audit's hash chains, reads the audit trail.
 |                          | groups ``xbus-webhook-*``, ``xbus-postgres-*``, ``xbus-file-*``|
 | ``service.sse``          | read ``deliver.*``; groups ``xbus-sse-*``                      |
 | ``service.gateway``      | write and describe ``gov.*``                                   |
+| ``service.connect``      | the Kafka Connect worker: read, write, create and describe     |
+|                          | (configs too) ``_xbus.connect.*``; its group ``_xbus.connect``;|
+|                          | write, describe and create ``cdc.*`` (Debezium's records)      |
+| ``service.cdc_bridge``   | read and describe ``cdc.*``; groups ``xbus-cdc-bridge*``;      |
+|                          | write and describe ``gov.*`` (it republishes as the owning     |
+|                          | department); write each ``cdc.<d>._dead_letters``              |
 """
 
 from __future__ import annotations
@@ -25,12 +32,17 @@ from typing import Literal
 from xbus.core.topics import (
     AUDIT_READER_GROUP_PREFIX,
     AUDIT_TOPIC,
+    CDC_BRIDGE_GROUP_PREFIX,
+    CDC_PREFIX,
+    CONNECT_GROUP,
+    CONNECT_PREFIX,
     DEAD_LETTER_TOPIC,
     DELIVERY_PREFIX,
     GRANTS_TOPIC,
     POLICY_GROUP_PREFIX,
     REFERENCE_PREFIX,
     SOURCE_PREFIX,
+    cdc_dead_letter_topic,
     source_topic,
     subscriber_dead_letter_topic,
 )
@@ -46,7 +58,9 @@ SSE_GROUP_PREFIX = "xbus-sse-"
 
 Resource = Literal["TOPIC", "GROUP"]
 Pattern = Literal["LITERAL", "PREFIXED"]
-Operation = Literal["READ", "WRITE", "DESCRIBE", "CREATE"]
+Operation = Literal["READ", "WRITE", "DESCRIBE", "CREATE", "DESCRIBE_CONFIGS"]
+# The Kafka Connect worker's user (``LocalStack`` makes it when the worker starts).
+CONNECT_USER = "service.connect"
 
 
 def in_namespace(user: str) -> bool:
@@ -102,13 +116,37 @@ def _password_file(entry: Credentials, base: Path) -> Path | None:
     return base / entry.password_file
 
 
+def connect_principal(password_file: Path | None = None) -> Principal:
+    """The Kafka Connect worker's user: its internal topics (it makes them, and checks that
+    they are compacted, hence describe configs) and group; Debezium's ``cdc.*`` topics, which
+    it writes and makes on a table's first change. Nothing of ``gov.*``: the bridge
+    republishes what it captured."""
+    acls = _rules(
+        CONNECT_USER,
+        (
+            "TOPIC",
+            CONNECT_PREFIX,
+            "PREFIXED",
+            ("READ", "WRITE", "DESCRIBE", "CREATE", "DESCRIBE_CONFIGS"),
+        ),
+        ("GROUP", CONNECT_GROUP, "LITERAL", ("READ",)),
+        ("TOPIC", CDC_PREFIX, "PREFIXED", ("WRITE", "DESCRIBE", "CREATE")),
+    )
+    return Principal(CONNECT_USER, password_file, acls)
+
+
 def principals(bus: BusFile, base: Path) -> list[Principal]:
     """Every user the file implies, with its ACLs; password files relative to ``base`` (the
     file's folder)."""
     found: list[Principal] = []
     for name, department in sorted(bus.departments.items()):
         user = f"department.{name}"
-        acls = _rules(user, ("TOPIC", f"{SOURCE_PREFIX}{name}.", "PREFIXED", ("WRITE", "DESCRIBE")))
+        own: list[Rule] = [
+            ("TOPIC", f"{SOURCE_PREFIX}{name}.", "PREFIXED", ("WRITE", "DESCRIBE")),
+        ]
+        if bus.services.cdc_bridge is not None:
+            own.append(("TOPIC", cdc_dead_letter_topic(name), "LITERAL", ("READ", "DESCRIBE")))
+        acls = _rules(user, *own)
         found.append(Principal(user, _password_file(department, base), acls))
     for name, subscriber in sorted(bus.subscribers.items()):
         user = f"subscriber.{name}"
@@ -163,6 +201,22 @@ def principals(bus: BusFile, base: Path) -> list[Principal]:
         user = "service.gateway"
         acls = _rules(user, ("TOPIC", SOURCE_PREFIX, "PREFIXED", ("WRITE", "DESCRIBE")))
         found.append(Principal(user, _password_file(services.gateway, base), acls))
+    if services.connect is not None:
+        found.append(connect_principal(_password_file(services.connect, base)))
+    if services.cdc_bridge is not None:
+        user = "service.cdc_bridge"
+        acls = _rules(
+            user,
+            ("TOPIC", CDC_PREFIX, "PREFIXED", ("READ", "DESCRIBE")),
+            ("GROUP", CDC_BRIDGE_GROUP_PREFIX, "PREFIXED", ("READ",)),
+            ("TOPIC", SOURCE_PREFIX, "PREFIXED", ("WRITE", "DESCRIBE")),
+            # Each department's CDC dead letters (provisioning makes them).
+            *(
+                ("TOPIC", cdc_dead_letter_topic(d), "LITERAL", ("WRITE",))
+                for d in sorted(bus.departments)
+            ),
+        )
+        found.append(Principal(user, _password_file(services.cdc_bridge, base), acls))
     return found
 
 
@@ -196,4 +250,9 @@ def topics(bus: BusFile) -> list[TopicSpec]:
             for s in sorted(bus.subscribers)
         ),
     ]
+    if bus.services.cdc_bridge is not None:
+        # What the CDC bridge could not republish of each department's captured rows.
+        found += [
+            _topic(cdc_dead_letter_topic(d), own.dead_letters) for d in sorted(bus.departments)
+        ]
     return found

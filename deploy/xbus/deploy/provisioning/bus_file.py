@@ -23,7 +23,7 @@ NAME = r"^[a-z][a-z0-9_]*$"
 _NAME = re.compile(NAME)
 # One week, Kafka's own default, said out loud so that the plan shows it.
 WEEK_MS = 7 * 24 * 3600 * 1000
-SERVICES = ("engine", "connectors", "sse", "gateway")
+SERVICES = ("engine", "connectors", "sse", "gateway", "connect", "cdc_bridge")
 
 Partitions = Annotated[StrictInt, Field(ge=1, le=1000)]
 # Milliseconds, or -1: kept for ever.
@@ -82,6 +82,10 @@ class Services(_Strict):
     connectors: Service | None = None
     sse: Service | None = None
     gateway: Service | None = None
+    # The Kafka Connect worker (Debezium's change data capture) and the bridge that
+    # republishes what it captured as the departments' events.
+    connect: Service | None = None
+    cdc_bridge: Service | None = None
 
 
 class BusTopics(_Strict):

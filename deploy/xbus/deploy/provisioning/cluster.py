@@ -262,6 +262,21 @@ class Provisioner:
             rotate=set(rotate),
         )
 
+    def ensure(self, principal: Principal) -> Plan:
+        """Give ``principal`` what it lacks: its user (created if missing, or given a new
+        password if its kept one is missing) and the ACLs it needs, and nothing else: no other
+        user, ACL or topic is changed or removed. What the launcher does for a service it runs
+        itself (the Connect worker) on a bus ``xbus provision`` may not have made yet."""
+        self._metadata()  # a refused login or an unreachable broker, told as such
+        state = ClusterState({}, {}, self._users(), self._acls())
+        plan = Plan()
+        change = _password_change(principal, state, self._settings.secrets_dir, rotate=False)
+        if change is not None:
+            plan.passwords.append(change)
+        plan.acls_to_add = sorted(principal.acls - state.acls)
+        self.apply(plan, None)
+        return plan
+
     # -- applying ------------------------------------------------------------------------------
 
     def _wait_for_leaders(self, names: list[str]) -> None:
