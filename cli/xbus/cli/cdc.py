@@ -207,17 +207,22 @@ def remove(
     targets: Sources = None,
     only: Only = None,
     keep_slot: Annotated[
-        bool, typer.Option(help="Keep the replication slot (it holds WAL on the server).")
+        bool,
+        typer.Option(
+            help="Keep the replication slot and the connector's offsets, to apply it again "
+            "later without a new snapshot (the slot holds WAL on the server meanwhile)."
+        ),
     ] = False,
 ) -> None:
-    """Delete each source's connector, then its replication slot (an abandoned slot keeps
-    WAL on the department's server until its disk is full)."""
+    """Delete each source's connector with its offsets, then its replication slot (an
+    abandoned slot keeps WAL on the department's server until its disk is full). Applied
+    again, the source starts with a new snapshot."""
     sources, _ = _sources(targets, only)
     settings = CdcSettings()
     client = _client(settings)
     try:
         for source in sources:
-            removed = client.remove(source.connector)
+            removed = client.remove(source.connector, forget_offsets=not keep_slot)
             console.print(f"{'removed' if removed else 'no'} connector {escape(source.connector)}")
             if keep_slot:
                 continue

@@ -129,8 +129,20 @@ class ConnectClient:
             trace.strip().splitlines()[0] if trace else None,
         )
 
-    def remove(self, name: str) -> bool:
-        """Delete the connector; whether there was one."""
+    def remove(self, name: str, *, forget_offsets: bool = True) -> bool:
+        """Delete the connector; whether there was one. With ``forget_offsets`` (the
+        default) its source offsets go too: they record how far Debezium read the slot that
+        is dropped with it, and a connector made again under the name would take them and skip
+        its snapshot, losing every change made in between. Connect forgets offsets only of a
+        stopped connector, so it is stopped first."""
+        if forget_offsets and self.state(name) is not None:
+            self._stop(name)
+            answer = self._call("DELETE", f"/connectors/{name}/offsets")
+            if answer.status_code not in (200, 404):
+                raise ConnectError(
+                    f"Kafka Connect could not forget the offsets of {name}: HTTP "
+                    f"{answer.status_code} {_message(answer)}"
+                )
         answer = self._call("DELETE", f"/connectors/{name}")
         if answer.status_code == 404:
             return False
@@ -140,6 +152,19 @@ class ConnectClient:
                 f"{_message(answer)}"
             )
         return True
+
+    def _stop(self, name: str, timeout: float = 60.0) -> None:
+        """Stop the connector and wait until Connect says it is stopped."""
+        answer = self._call("PUT", f"/connectors/{name}/stop")
+        if answer.status_code not in (200, 202, 204):
+            raise ConnectError(
+                f"Kafka Connect could not stop {name}: HTTP {answer.status_code} {_message(answer)}"
+            )
+        deadline = time.monotonic() + timeout
+        while (state := self.state(name)) is not None and state.connector != "STOPPED":
+            if time.monotonic() > deadline:
+                raise ConnectError(f"{name} did not stop within {timeout:.0f}s ({state})")
+            time.sleep(0.2)
 
     def close(self) -> None:
         """Close the HTTP connections."""
