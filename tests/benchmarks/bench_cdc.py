@@ -36,6 +36,9 @@ from tests.support.department_database import (
     make_department_database,
     superuser_conninfo,
 )
+from xbus.core.catalog import Catalog
+from xbus.core.contracts import register_catalog
+from xbus.core.serde import registry_client
 from xbus.core.settings import BusSettings
 from xbus.producers.cdc.demo import INSERT, prepare_table, row
 from xbus.producers.cdc.settings import CdcSettings
@@ -202,6 +205,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to stream")
     args = parser.parse_args()
     settings, cdc = BusSettings(), CdcSettings()
+    register_catalog(Catalog.load(settings.schemas_dir), registry_client(settings))
     superuser = superuser_conninfo(os.environ["XBUS_POSTGRES_DSN"])
     assert superuser, "run under xbus stack exec --cdc"
     database = make_department_database(superuser, cdc.cdc_secrets_dir)

@@ -190,3 +190,14 @@ def test_decimals_stay_exact_and_bytes_are_decoded(tmp_path: Path) -> None:
     assert str(after["amount"]) == "12345678901234567.89"
     assert after["scan"] == b"\x00\x01\x02"
     assert after["paid_at"] == "2026-11-30T08:00:00.123456Z"
+
+
+def test_a_record_of_an_unexpected_shape_is_rejected_not_raised(mapper: RowMapper) -> None:
+    """A record the bridge cannot read goes to the dead letters; the bridge does not stop."""
+    for value in (
+        json.dumps({"op": "c", "after": 5, "source": {}}).encode(),
+        json.dumps({"op": "c", "after": _row(), "source": {"ts_ms": "soon"}}).encode(),
+    ):
+        rejection = mapper.event(TOPIC, None, value)
+        assert isinstance(rejection, Rejection)
+        assert rejection.reason == "unmappable"

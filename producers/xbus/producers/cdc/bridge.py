@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from xbus.core.admin import ensure_topics
 from xbus.core.catalog import Catalog
+from xbus.core.envelope import Op
 from xbus.core.errors import XbusError
 from xbus.core.headers import (
     DLQ_ERROR,
@@ -153,18 +154,13 @@ class CdcBridge:
         self._dead_letters.poll(0)
         return future
 
-    def _publish(self, messages: list[Message]) -> _Batch:
-        batch = _Batch()
+    def _publish(self, messages: list[Message], batch: _Batch) -> None:
+        """Queue each record's event (or dead letter) into ``batch``; raise ``Retry`` if the
+        bus cannot take them now (the registry away, the dataset not registered yet)."""
         for message in messages:
-            topic, partition, offset = (
-                message.topic() or "",
-                message.partition() or 0,
-                message.offset() or 0,
-            )
-            batch.first.setdefault((topic, partition), offset)
-            batch.next[(topic, partition)] = offset + 1
+            topic = message.topic() or ""
             route = self._routes.get(topic)
-            if route is None:  # not a source of this bridge (a pattern subscription's stray)
+            if route is None:  # not a source of this bridge
                 continue
             event = route.mapper.event(topic, message.key(), message.value())
             if isinstance(event, Rejection):
@@ -185,9 +181,10 @@ class CdcBridge:
             except (InvalidRecord, RecordTooLarge) as exc:
                 batch.dead_letters.append(self._dead_letter(route, message, exc.reason, str(exc)))
                 continue
-            committed = None if event.op.value == "SNAPSHOT" else event.ts_ms
+            except PublishError as exc:  # the record is fine; the bus cannot take it now
+                raise Retry(f"{route.source.name}: {exc}") from exc
+            committed = None if event.op is Op.SNAPSHOT else event.ts_ms
             batch.events.append((route, event.op.value, future, committed))
-        return batch
 
     def _settle(self, batch: _Batch) -> None:
         """Wait for every acknowledgement of ``batch``; raise ``Retry`` if one is missing."""
@@ -241,8 +238,15 @@ class CdcBridge:
         """Read, publish and commit one batch; the number of records it held."""
         messages = [m for m in self._consumer.consume(self.batch_size, timeout) if self._usable(m)]
         if messages:
-            batch = self._publish(messages)
+            batch = _Batch()
+            # Where each partition's part of the batch starts and ends, before anything can
+            # fail: a batch read again starts where this one did.
+            for message in messages:
+                where = (message.topic() or "", message.partition() or 0)
+                batch.first.setdefault(where, message.offset() or 0)
+                batch.next[where] = (message.offset() or 0) + 1
             try:
+                self._publish(messages, batch)
                 self._settle(batch)
             except Retry as exc:
                 log.warning(

@@ -133,7 +133,13 @@ class RowMapper:
         return out
 
     def event(self, topic: str, key: bytes | None, value: bytes | None) -> EventSpec | Rejection:
-        """The event one Debezium record stands for."""
+        """The event one Debezium record stands for; never raises for a record's sake."""
+        try:
+            return self._event(topic, key, value)
+        except (TypeError, KeyError, AttributeError, ValueError, OverflowError) as exc:
+            return Rejection("unmappable", f"{type(exc).__name__}: {exc}")
+
+    def _event(self, topic: str, key: bytes | None, value: bytes | None) -> EventSpec | Rejection:
         if value is None:
             return Rejection("tombstone", "a record without a value (turn tombstones off)")
         try:
