@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 
 from xbus.core.catalog import Catalog
+from xbus.core.errors import ConfigurationError
 from xbus.deploy.process import ManagedProcess
 from xbus.deploy.stack import LocalStack
 from xbus.producers.cdc.connector import ConnectClient, connector_config
@@ -44,7 +45,7 @@ def start_cdc_demo(stack: LocalStack, catalog: Catalog) -> ManagedProcess:
     dataset = catalog.get(source.department, source.dataset)
     missing = check_source(source, dataset, secrets)
     if missing:
-        raise RuntimeError(
+        raise ConfigurationError(
             "the demo's department database is not ready: " + "; ".join(m.what for m in missing)
         )
     client = ConnectClient(stack.connect.config.url, stack.connect.config.auth())

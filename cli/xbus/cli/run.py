@@ -149,7 +149,7 @@ def _run_connector(
         label = next(
             (
                 str(record[k])
-                for k in ("name", "credit_code", "record_id", "category")
+                for k in ("name", "credit_code", "record_id", "registration_no", "category")
                 if k in record
             ),
             "",
@@ -517,4 +517,9 @@ def cdc_demo(
 
     stop = _stop_on_signals()
     print("registering marriages in the civil affairs database (SQL)", flush=True)
-    run_registry_office(make_conninfo(dsn, password=read_secret(password_file)), stop, rate=rate)
+    run_registry_office(
+        make_conninfo(dsn, password=read_secret(password_file)),
+        stop,
+        rate=rate,
+        report=lambda what: print(f"civil_affairs {what} in its own database", flush=True),
+    )

@@ -31,7 +31,6 @@ from xbus.deploy.monitoring import ScrapeTarget
 from xbus.deploy.process import ManagedProcess
 from xbus.deploy.provisioning.bus_file import provisioning_file
 from xbus.deploy.stack import LocalStack, StackSettings
-from xbus.producers.cdc.connector import ConnectError
 from xbus.producers.demodata import DISTRICTS
 from xbus.streams.grant_files import apply_grants
 from xbus.streams.state import set_reference_table
@@ -275,12 +274,12 @@ def _start_components(stack: LocalStack, rate: float) -> _DemoRun:
         registry_user="reader",
     )
     logins = start_console(stack)
-    if stack.settings.cdc:
-        try:
-            start_cdc_demo(stack, Catalog.load(BusSettings().schemas_dir))
-        except ConnectError as error:
-            raise fail(error) from None
+    office = None
+    if stack.settings.cdc:  # a fault is an XbusError, which ends `up` with its message
+        office = start_cdc_demo(stack, Catalog.load(BusSettings().schemas_dir))
     follower = _Follower()
+    if office is not None:
+        follower.add("department", office, "cyan")
     follower.add("department", publisher, "cyan")
     follower.add("subscriber", connector, "green")
     return _DemoRun(follower, sse_token, logins)

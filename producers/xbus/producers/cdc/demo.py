@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -94,11 +95,17 @@ def row(registration: dict[str, Any], note: str | None = None) -> tuple[Any, ...
 
 
 def run_registry_office(
-    conninfo: str, stop: threading.Event, *, rate: float = 0.5, seed: int | None = None
+    conninfo: str,
+    stop: threading.Event,
+    *,
+    rate: float = 0.5,
+    seed: int | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> int:
     """Register marriages ``rate`` times a second with plain SQL, now and then reissue a
     certificate (an update) or strike a registration entered in error (a delete), until
-    ``stop`` is set; return how many statements were committed."""
+    ``stop`` is set; return how many statements were committed. ``report`` hears of each."""
+    tell = report or (lambda _: None)
     data = DemoData(seed)
     chance = random.Random(seed)
     recent: deque[str] = deque(maxlen=50)
@@ -107,13 +114,15 @@ def run_registry_office(
         while not stop.wait(1 / rate):
             draw = chance.random()
             if recent and draw < 0.1:
+                number = chance.choice(recent)
                 connection.execute(
-                    f"UPDATE {TABLE} SET kind = 'REISSUE' WHERE registration_no = %s",
-                    (chance.choice(recent),),
+                    f"UPDATE {TABLE} SET kind = 'REISSUE' WHERE registration_no = %s", (number,)
                 )
+                tell(f"reissued certificate {number} (SQL UPDATE)")
             elif recent and draw < 0.15:
                 number = recent.pop()
                 connection.execute(f"DELETE FROM {TABLE} WHERE registration_no = %s", (number,))
+                tell(f"struck registration {number} entered in error (SQL DELETE)")
             else:
                 registration = data.marriage_registration()
                 connection.execute(
@@ -121,5 +130,6 @@ def run_registry_office(
                     row(registration, note="窗口受理"),
                 )
                 recent.append(registration["registration_no"])
+                tell(f"registered marriage {registration['registration_no']} (SQL INSERT)")
             done += 1
     return done
