@@ -18,13 +18,14 @@ from xbus.producers.cdc.sources import require_sources
 from xbus.producers.publisher import EventSpec
 
 TOPIC = "cdc.civil_affairs.marriage_registration"
+SECRET = b"the bus's pseudonym secret, 16+ bytes"
 
 
 @pytest.fixture(scope="module")
 def mapper() -> RowMapper:
     catalog = Catalog.load(ROOT / "schemas")
     [source] = require_sources([ROOT / "cdc"], catalog)
-    return RowMapper(source, catalog.get("civil_affairs", "marriage_registration"))
+    return RowMapper(source, catalog.get("civil_affairs", "marriage_registration"), SECRET)
 
 
 def _row(number: str = "J310101-2026-000001", **changes: Any) -> dict[str, Any]:
@@ -58,7 +59,9 @@ def _record(op: str, before: Any, after: Any, lsn: int = 1000) -> bytes:
     ).encode()
 
 
-def _event(mapper: RowMapper, value: bytes, key: bytes = b'{"registration_no":"x"}') -> EventSpec:
+def _event(
+    mapper: RowMapper, value: bytes, key: bytes | None = b'{"registration_no":"x"}'
+) -> EventSpec:
     event = mapper.event(TOPIC, key, value)
     assert isinstance(event, EventSpec), event
     return event
@@ -109,6 +112,16 @@ def test_event_ids_are_the_same_on_replay_and_differ_by_lsn_op_and_key(mapper: R
     assert first != _event(mapper, _record("c", None, _row(), lsn=1001)).event_id
     assert first != _event(mapper, value, key=b'{"registration_no":"y"}').event_id
     assert first != _event(mapper, _record("r", None, _row())).event_id
+    # Keyed with the bus's secret: a guessed key cannot be tested against an id without it.
+    other = RowMapper(mapper.source, mapper.dataset, b"another secret of 16+ bytes")
+    assert first != _event(other, value).event_id
+
+
+def test_a_record_without_a_key_is_rejected(mapper: RowMapper) -> None:
+    rejection = mapper.event(TOPIC, None, _record("r", None, _row()))
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == "no_key"
+    assert "primary key" in rejection.message
 
 
 @pytest.mark.parametrize(
@@ -127,7 +140,7 @@ def test_event_ids_are_the_same_on_replay_and_differ_by_lsn_op_and_key(mapper: R
 def test_what_cannot_be_mapped_is_rejected_with_a_reason(
     mapper: RowMapper, value: bytes, reason: str
 ) -> None:
-    rejection = mapper.event(TOPIC, None, value)
+    rejection = mapper.event(TOPIC, b'{"registration_no":"x"}', value)
     assert isinstance(rejection, Rejection)
     assert rejection.reason == reason
     if reason == "missing_column":
@@ -177,7 +190,7 @@ def test_decimals_stay_exact_and_bytes_are_decoded(tmp_path: Path) -> None:
     )
     catalog = Catalog.load(tmp_path / "schemas")
     [source] = require_sources([tmp_path / "payment.yaml"], catalog)
-    mapper = RowMapper(source, catalog.get("tax", "payment"))
+    mapper = RowMapper(source, catalog.get("tax", "payment"), SECRET)
     row = {
         "id": 7,
         "amount": 12345678901234567.89,
@@ -198,6 +211,6 @@ def test_a_record_of_an_unexpected_shape_is_rejected_not_raised(mapper: RowMappe
         json.dumps({"op": "c", "after": 5, "source": {}}).encode(),
         json.dumps({"op": "c", "after": _row(), "source": {"ts_ms": "soon"}}).encode(),
     ):
-        rejection = mapper.event(TOPIC, None, value)
+        rejection = mapper.event(TOPIC, b'{"registration_no":"x"}', value)
         assert isinstance(rejection, Rejection)
         assert rejection.reason == "unmappable"

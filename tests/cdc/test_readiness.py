@@ -36,7 +36,11 @@ def test_check_names_each_missing_prerequisite_and_its_fix_mends_it(
     with database.admin() as admin:
         # A table as a department's application would have made it: no replica identity, a
         # column named otherwise than the dataset's field, no publication, not readable.
-        admin.execute(CREATE_TABLE.replace("party_b_name", "party_b_full_name"))
+        admin.execute(
+            CREATE_TABLE.replace("party_b_name", "party_b_full_name").replace(
+                "registration_no text PRIMARY KEY", "registration_no text NOT NULL"
+            )
+        )
     code, out = _check(tmp_path, database.source_yaml())
     assert code == 1, out
     assert "not ready civil_affairs.marriage_registration" in out
@@ -45,12 +49,14 @@ def test_check_names_each_missing_prerequisite_and_its_fix_mends_it(
     assert f"the role {database.user} may not read public.marriage_registrations" in out
     assert "has no column party_b_name (for party_b.name)" in out
     assert "no publication xbus_civil_affairs" in out
+    assert "public.marriage_registrations has no primary key" in out
     # A well-kept server: only the database's own shortcomings are reported.
     assert "wal_level" not in out and "max_slot_wal_keep_size" not in out
 
     fixes = [line.split("fix: ", 1)[1] for line in out.splitlines() if "fix: " in line]
     statements = [f for f in fixes if re.match(r"(ALTER|GRANT|CREATE) ", f)]
-    assert len(statements) == 4, fixes
+    assert len(statements) == 5, fixes
+    assert "ALTER TABLE public.marriage_registrations ADD PRIMARY KEY (registration_no)" in fixes
     with database.admin() as admin:
         admin.execute(
             "ALTER TABLE public.marriage_registrations RENAME party_b_full_name TO party_b_name"

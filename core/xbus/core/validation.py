@@ -329,7 +329,13 @@ def _timestamp(value: Any, path: str, errors: Errors) -> Any:
             errors.append(FieldError(path, "the date and time needs a UTC offset, e.g. +08:00"))
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value / 1000, dt.UTC)
+        try:
+            return dt.datetime.fromtimestamp(value / 1000, dt.UTC)
+        except (OverflowError, ValueError, OSError):
+            errors.append(
+                FieldError(path, f"{value} ms since 1970 is out of range for a date and time")
+            )
+            return value
     errors.append(FieldError(path, f"expected a date and time, got {_describe(value)}"))
     return value
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -63,6 +63,7 @@ class _Route:
     source: CdcSource
     mapper: RowMapper
     publisher: Publisher
+    last_ts_ms: int = 0
 
 
 @dataclass
@@ -100,6 +101,7 @@ class CdcBridge:
         self.batch_wait = batch_wait
         self.retry_backoff = retry_backoff
         self._routes: dict[str, _Route] = {}
+        secret = settings.pseudonym_secret()  # keys the event ids (RowMapper)
         for source in sources:
             dataset = catalog.get(source.department, source.dataset)
             publisher = Publisher(
@@ -109,7 +111,9 @@ class CdcBridge:
                 catalog=catalog,
                 origin="cdc",
             )
-            self._routes[source.topic] = _Route(source, RowMapper(source, dataset), publisher)
+            self._routes[source.topic] = _Route(
+                source, RowMapper(source, dataset, secret), publisher
+            )
         # Where what cannot be republished goes (provisioning makes them; else made here).
         ensure_topics(
             settings, {cdc_dead_letter_topic(r.source.department): 1 for r in self._routes.values()}
@@ -165,6 +169,13 @@ class CdcBridge:
             if route is None:  # not a source of this bridge
                 continue
             event = route.mapper.event(topic, message.key(), message.value())
+            if not isinstance(event, Rejection) and event.ts_ms is not None:
+                # Event time never goes back within a source: a snapshot's rows carry the time
+                # they were read, which may be after the commit of a change captured next, and
+                # sinks keep the later of two versions of a row by event time.
+                ts_ms = max(event.ts_ms, route.last_ts_ms)
+                event = replace(event, ts_ms=ts_ms)
+                route.last_ts_ms = ts_ms
             if isinstance(event, Rejection):
                 batch.dead_letters.append(
                     self._dead_letter(route, message, event.reason, event.message)
@@ -185,6 +196,14 @@ class CdcBridge:
                 continue
             except PublishError as exc:  # the record is fine; the bus cannot take it now
                 raise Retry(f"{route.source.name}: {exc}") from exc
+            except Exception as exc:  # a value the SDK chokes on: this record's fault only
+                log.exception("CDC bridge: %s offset %s", topic, message.offset())
+                batch.dead_letters.append(
+                    self._dead_letter(
+                        route, message, "unpublishable", f"{type(exc).__name__}: {exc}"
+                    )
+                )
+                continue
             committed = None if event.op is Op.SNAPSHOT else event.ts_ms
             batch.events.append((route, event.op.value, future, committed))
 
@@ -226,8 +245,8 @@ class CdcBridge:
             # last commit, with the same event ids.
             log.warning("CDC bridge: offsets not committed (%s); they will be read again", exc)
             return
-            for (t, p), o in batch.next.items():
-                self._positions[(t, p)] = o
+        for (t, p), o in batch.next.items():
+            self._positions[(t, p)] = o
 
     def _rewind(self, batch: _Batch) -> None:
         """Read ``batch`` again from its first record (of each partition)."""

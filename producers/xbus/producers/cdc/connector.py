@@ -47,6 +47,7 @@ def connector_config(source: CdcSource, dataset: Dataset, secrets_dir: Path) -> 
         "database.hostname": db.host,
         "database.port": str(db.port),
         "database.dbname": db.name,
+        "database.sslmode": db.sslmode,
         "database.user": db.user,
         "database.password": f"${{dir:{secrets_dir.resolve()}:{db.password_file}}}",
         "topic.prefix": source.topic,
@@ -68,6 +69,9 @@ def connector_config(source: CdcSource, dataset: Dataset, secrets_dir: Path) -> 
         "transforms.route.replacement": source.topic,
         "topic.creation.default.partitions": "1",
         "topic.creation.default.replication.factor": "-1",
+        # Debezium confirms the slot once its records are on Kafka: they are the only copy
+        # left while the bridge cannot publish (30 days, as the dead letters).
+        "topic.creation.default.retention.ms": str(30 * 24 * 3600 * 1000),
     }
 
 

@@ -13,8 +13,9 @@ Publisher SDK takes:
   time stamps with a time zone arrive as ISO 8601 strings and time stamps without one as
   milliseconds, which the SDK's validation takes as they are;
 - ``ts_ms`` is the source's commit time;
-- the ``event_id`` is a name-based UUID of the topic, the LSN, the op and the key, so a
-  replay after a crash republishes the same ids and sinks apply each change once;
+- the ``event_id`` is a UUID keyed with the bus's secret over the topic, the LSN, the op and
+  the key, so a replay after a crash republishes the same ids and sinks apply each change
+  once, and no one can test a guessed key (a value a grant may withhold) against an id;
 - the LSN and transaction go into the trace id.
 
 What cannot be mapped is a ``Rejection`` with a stable reason; the bridge sends it to the
@@ -27,6 +28,8 @@ import base64
 import binascii
 import datetime as dt
 import decimal
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Callable
@@ -39,8 +42,8 @@ from xbus.producers.cdc.sources import CdcSource, dataset_leaves
 from xbus.producers.publisher import EventSpec
 
 OPS = {"c": Op.CREATE, "u": Op.UPDATE, "d": Op.DELETE, "r": Op.SNAPSHOT}
-# Names event ids of CDC records (uuid5 under it): fixed, so ids are the same on every run.
-CDC_NAMESPACE = uuid.UUID("0d6f3c1e-5b8a-5c53-9d2e-7a3c1b4f9e21")
+# What the event-id key is derived for, from the bus's secret of keyed pseudonyms.
+_ID_PURPOSE = b"xbus cdc event id v1"
 _EPOCH = dt.date(1970, 1, 1)
 
 Convert = Callable[[Any], Any]
@@ -92,7 +95,7 @@ class RowMapper:
     """Maps the Debezium records of one source to its dataset's change events; compiled once
     per source."""
 
-    def __init__(self, source: CdcSource, dataset: Dataset) -> None:
+    def __init__(self, source: CdcSource, dataset: Dataset, secret: bytes) -> None:
         self.source = source
         self.dataset = dataset
         columns = source.column_map(dataset)
@@ -101,7 +104,15 @@ class RowMapper:
             _Leaf(leaf.path, columns[leaf.name], _converter(leaf.type)) for leaf in found.leaves
         ]
         # Nullable nested records: null when every column under them is.
-        self._optional = found.nullable_records
+        # Deepest first: a nested record emptied before the record around it is looked at.
+        self._optional = sorted(found.nullable_records, key=len, reverse=True)
+        self._id_key = hmac.new(secret, _ID_PURPOSE, hashlib.sha256).digest()
+
+    def _event_id(self, name: str) -> str:
+        """A UUID from the record's coordinates under the bus's secret: the same on every
+        replay, and no one without the secret can test a guessed key against it (the key
+        may be a value a grant withholds)."""
+        return _keyed_uuid(self._id_key, name)
 
     def record(self, row: dict[str, Any]) -> dict[str, Any] | Rejection:
         """The dataset record a row's columns make."""
@@ -121,8 +132,10 @@ class RowMapper:
         if missing:
             return Rejection(
                 "missing_column",
-                f"table {self.source.table} has no column {', '.join(missing)}; map the "
-                f"field to a column in {self.source.path or 'the source file'}",
+                f"the record of {self.source.table} has no column {', '.join(missing)}: if "
+                "the table has it, apply the source again (xbus cdc apply: the connector reads "
+                "only the columns mapped when it was applied); else map the field to a column "
+                f"in {self.source.path or 'the source file'}",
             )
         for path in self._optional:
             parent = out
@@ -172,16 +185,27 @@ class RowMapper:
             if isinstance(mapped, Rejection):
                 return mapped
             after = mapped
+        if not key:
+            return Rejection(
+                "no_key",
+                f"a record of {self.source.table} without a key: give the table a primary key "
+                "(Debezium keys records by it, and the event id needs it)",
+            )
         lsn = source.get("lsn")
-        name = f"{topic}|{lsn}|{op.value}|{(key or b'').decode('utf-8', 'replace')}"
+        name = f"{topic}|{lsn}|{op.value}|{key.decode('utf-8', 'replace')}"
         return EventSpec(
             op=op,
             after=after,
             before=before,
             ts_ms=int(source.get("ts_ms") or change.get("ts_ms") or 0),
-            event_id=str(uuid.uuid5(CDC_NAMESPACE, name)),
+            event_id=self._event_id(name),
             trace_id=f"lsn={lsn};tx={source.get('txId')}",
         )
+
+
+def _keyed_uuid(key: bytes, name: str) -> str:
+    digest = hmac.new(key, name.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def _values(record: Any) -> list[Any]:

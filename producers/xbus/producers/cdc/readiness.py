@@ -50,6 +50,7 @@ def conninfo(source: CdcSource, secrets_dir: Path, **extra: str) -> str:
         user=db.user,
         password=db.password(secrets_dir),
         connect_timeout=5,
+        sslmode=db.sslmode,
         application_name="xbus cdc",
         **extra,
     )
@@ -167,6 +168,19 @@ def _table(connection: psycopg.Connection, source: CdcSource, dataset: Dataset) 
             )
         ]
     missing = []
+    keyed = connection.execute(
+        "SELECT 1 FROM pg_index WHERE indrelid = %s::regclass AND indisprimary", (table,)
+    ).fetchone()
+    if keyed is None:
+        mapped = source.column_map(dataset)
+        key = ", ".join(mapped.get(k, k) for k in dataset.business_key)
+        missing.append(
+            Missing(
+                f"{table} has no primary key: Debezium keys each change by it, and the bus "
+                "tells changes apart by it",
+                f"ALTER TABLE {table} ADD PRIMARY KEY ({key})",
+            )
+        )
     (identity,) = connection.execute(
         "SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (table,)
     ).fetchone() or ("",)

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -62,6 +62,9 @@ class Database(_Strict):
     name: str
     user: str
     password_file: str
+    # libpq's and Debezium's: verify-full where the server has a certificate (rows travel
+    # whole to Kafka Connect, columns no field maps included, before they are filtered).
+    sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
 
     @field_validator("password_file")
     @classmethod
@@ -240,6 +243,7 @@ def load_sources(
     found: list[CdcSource] = []
     problems: list[FileProblem] = []
     seen: dict[str, Path] = {}
+    slots: dict[str, str] = {}
     for file in read_yaml_targets(targets):
         if isinstance(file, FileProblem):
             problems.append(file)
@@ -262,6 +266,17 @@ def load_sources(
             problems.append(FileProblem(str(file.path), file.line_of(location), message))
         if found_problems:
             continue
+        if source.slot in slots:
+            problems.append(
+                FileProblem(
+                    str(file.path),
+                    file.line_of(("dataset",)),
+                    f"its replication slot {source.slot} is also {slots[source.slot]}'s; "
+                    "rename one of the datasets",
+                )
+            )
+            continue
+        slots[source.slot] = source.name
         if source.name in seen:
             problems.append(
                 FileProblem(
